@@ -1,0 +1,137 @@
+"""Step 1 of the pipeline: the network to derive, validated at the public boundary.
+
+An N-layer perceptron x^k = σ_k(W^k x^{k-1} + b^k), k = 1..N, with widths n_0..n_N and a
+per-sample loss ℓ(y, x^N) (DESIGN §2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+ACTIVATIONS: tuple[str, ...] = ("identity", "sigmoid", "tanh", "relu", "softplus", "softmax")
+LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
+
+#: Default limit on the number of weight entries Σ_k n_k·n_{k-1} of an exact derivation.
+#: 8-8-8-8-3 has 216 and derives in about a second; time grows roughly linearly beyond.
+MAX_EXACT_WEIGHTS = 4096
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Widths n_0..n_N, one activation per layer 1..N, and the loss.
+
+    ``activations`` may be one name for every layer or exactly N names.
+    """
+
+    widths: tuple[int, ...]
+    activations: tuple[str, ...]
+    loss: str = "mse"
+
+    def __init__(
+        self,
+        widths: Sequence[int],
+        activations: str | Sequence[str] = "tanh",
+        loss: str = "mse",
+    ) -> None:
+        object.__setattr__(self, "widths", _check_widths(widths))
+        n_layers = len(self.widths) - 1
+        object.__setattr__(self, "activations", _check_activations(activations, n_layers))
+        object.__setattr__(self, "loss", _check_loss(loss, self.activations))
+
+    @property
+    def depth(self) -> int:
+        """N, the number of layers with parameters."""
+        return len(self.widths) - 1
+
+    @property
+    def n_weights(self) -> int:
+        """Σ_k n_k·n_{k-1}, the number of weight entries."""
+        return sum(a * b for a, b in zip(self.widths[:-1], self.widths[1:]))
+
+    @property
+    def n_params(self) -> int:
+        """Number of weight and bias entries."""
+        return self.n_weights + sum(self.widths[1:])
+
+    def describe(self) -> str:
+        """One line such as ``2-3-1, sigmoid/sigmoid, mse``."""
+        return (
+            "-".join(map(str, self.widths))
+            + ", "
+            + "/".join(self.activations)
+            + ", "
+            + self.loss
+        )
+
+    def check_exact_size(self, max_weights: int | None = MAX_EXACT_WEIGHTS) -> None:
+        """Raise ``ValueError`` when an exact elementwise derivation would be too large.
+
+        ``max_weights=None`` lifts the limit.
+        """
+        if max_weights is not None and self.n_weights > max_weights:
+            raise ValueError(
+                f"network {'-'.join(map(str, self.widths))} has {self.n_weights} weights, above "
+                f"the exact-derivation limit of {max_weights} (one SymPy symbol per entry; 216 "
+                f"weights take about a second, and time grows with the count). Raise the limit "
+                f"with max_weights=... (CLI: --max-weights N, 0 for none) if you mean it, or "
+                f"check a network this large numerically instead of symbolically."
+            )
+
+
+def _check_widths(widths: object) -> tuple[int, ...]:
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise TypeError(
+            f"widths must be a sequence of positive integers such as (2, 3, 1), got {widths!r}"
+        )
+    if len(widths) < 2:
+        raise ValueError(
+            f"widths needs at least two entries (input width n_0 and output width n_N), "
+            f"got {tuple(widths)!r}"
+        )
+    for k, n in enumerate(widths):
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"widths[{k}] must be a positive integer, got {n!r}")
+        if n <= 0:
+            raise ValueError(f"widths[{k}] must be a positive integer, got {n}")
+    return tuple(int(n) for n in widths)
+
+
+def _check_activations(activations: object, n_layers: int) -> tuple[str, ...]:
+    names: tuple[object, ...]
+    if isinstance(activations, str):
+        names = (activations,) * n_layers
+    elif isinstance(activations, Sequence):
+        names = tuple(activations)
+        if len(names) == 1:
+            names = names * n_layers
+    else:
+        raise TypeError(
+            f"activations must be a name or a sequence of names, got {activations!r}"
+        )
+    if len(names) != n_layers:
+        raise ValueError(
+            f"activations: expected 1 or {n_layers} names (one per layer 1..{n_layers}), "
+            f"got {len(names)}: {names!r}"
+        )
+    for k, name in enumerate(names, start=1):
+        if not isinstance(name, str):
+            raise TypeError(f"activation of layer {k} must be a string, got {name!r}")
+        if name not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {name!r} for layer {k}; known: {', '.join(ACTIVATIONS)}"
+            )
+    return tuple(str(n) for n in names)
+
+
+def _check_loss(loss: object, activations: tuple[str, ...]) -> str:
+    if not isinstance(loss, str):
+        raise TypeError(f"loss must be a string, got {loss!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
+    if loss == "cross_entropy" and activations[-1] != "softmax":
+        raise ValueError(
+            f"loss 'cross_entropy' needs a softmax output layer, but layer {len(activations)} "
+            f"is {activations[-1]!r}; use activations ending in 'softmax'"
+        )
+    return loss
