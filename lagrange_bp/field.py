@@ -15,9 +15,9 @@ error bound of a trial is computed from it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Sequence
+from functools import cache
 
 import sympy as sp
 
@@ -137,8 +137,12 @@ class Evaluator:
 
     def _pow(self, a: Value, n: int) -> Value:
         if n < 0:
-            a = Value(inverse(a.v), a.deg.pow(-1), None if a.t is None else
-                      _scale(a.t, -inverse(a.v * a.v % P)), a.tdeg * a.deg.pow(-2))
+            a = Value(
+                inverse(a.v),
+                a.deg.pow(-1),
+                None if a.t is None else _scale(a.t, -inverse(a.v * a.v % P)),
+                a.tdeg * a.deg.pow(-2),
+            )
             n = -n
         out = Value(1, CONST)
         for _ in range(n):
@@ -162,7 +166,9 @@ class Evaluator:
         return value
 
     def _partial(self, e: sp.Function, j: int, args: Sequence[Value]) -> Value:
-        placeholders, formula = _derivative_rule(e.func, j, tuple(a if a.is_Number else None for a in e.args))
+        placeholders, formula = _derivative_rule(
+            e.func, j, tuple(a if a.is_Number else None for a in e.args)
+        )
         env = {p: Value(a.v, a.deg) for p, a in zip(placeholders, args) if not p.is_Number}
         sub = Evaluator(env, self.oracle)
         out = sub(formula)
@@ -170,7 +176,7 @@ class Evaluator:
         return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _derivative_rule(
     func: type, j: int, fixed: tuple[sp.Basic | None, ...]
 ) -> tuple[list[sp.Basic], sp.Expr]:

@@ -9,8 +9,8 @@ Jacobian entry ∂S_i/∂z_j = S_i (δ_ij − S_j). Every σ' is checked against
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import sympy as sp
 from sympy.core.function import ArgumentIndexError
@@ -87,7 +87,13 @@ class softmax(sp.Function):
 
     def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
         zs = ", ".join(printer._print(z) for z in self.args[1:])
-        return r"\operatorname{softmax}_{" + printer._print(self.args[0]) + r"}\left(" + zs + r"\right)"
+        return (
+            r"\operatorname{softmax}_{"
+            + printer._print(self.args[0])
+            + r"}\left("
+            + zs
+            + r"\right)"
+        )
 
 
 @dataclass(frozen=True)

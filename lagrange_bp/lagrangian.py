@@ -9,7 +9,7 @@ Every entry is its own SymPy Symbol, named as printed for a reader: ``x^1[2]`` i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import sympy as sp
 
@@ -44,7 +44,10 @@ def make_symbols(widths: tuple[int, ...]) -> Symbols:
     names: dict[sp.Symbol, str] = {}
     n_layers = len(widths) - 1
     x = {k: _vector(f"x^{k}", f"x^{{({k})}}", widths[k], names) for k in range(n_layers + 1)}
-    lam = {k: _vector(f"λ^{k}", rf"\lambda^{{({k})}}", widths[k], names) for k in range(1, n_layers + 1)}
+    lam = {
+        k: _vector(f"λ^{k}", rf"\lambda^{{({k})}}", widths[k], names)
+        for k in range(1, n_layers + 1)
+    }
     b = {k: _vector(f"b^{k}", f"b^{{({k})}}", widths[k], names) for k in range(1, n_layers + 1)}
     z = {k: _vector(f"z^{k}", f"z^{{({k})}}", widths[k], names) for k in range(1, n_layers + 1)}
     W = {}
@@ -62,7 +65,7 @@ def make_symbols(widths: tuple[int, ...]) -> Symbols:
     return Symbols(x=x, lam=lam, W=W, b=b, z=z, y=y, latex_names=names)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _abstract(k: int) -> Activation:
     return abstract_activation(k)
 

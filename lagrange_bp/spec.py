@@ -6,8 +6,8 @@ per-sample loss ℓ(y, x^N) (DESIGN §2).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 ACTIVATIONS: tuple[str, ...] = ("identity", "sigmoid", "tanh", "relu", "softplus", "softmax")
 LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
@@ -31,7 +31,7 @@ class NetworkSpec:
     def __init__(
         self,
         widths: Sequence[int],
-        activations: str | Sequence[str] = "tanh",
+        activations: str | Sequence[str] = "sigmoid",
         loss: str = "mse",
     ) -> None:
         object.__setattr__(self, "widths", _check_widths(widths))
@@ -57,11 +57,7 @@ class NetworkSpec:
     def describe(self) -> str:
         """One line such as ``2-3-1, sigmoid/sigmoid, mse``."""
         return (
-            "-".join(map(str, self.widths))
-            + ", "
-            + "/".join(self.activations)
-            + ", "
-            + self.loss
+            "-".join(map(str, self.widths)) + ", " + "/".join(self.activations) + ", " + self.loss
         )
 
     def check_exact_size(self, max_weights: int | None = MAX_EXACT_WEIGHTS) -> None:
@@ -106,9 +102,7 @@ def _check_activations(activations: object, n_layers: int) -> tuple[str, ...]:
         if len(names) == 1:
             names = names * n_layers
     else:
-        raise TypeError(
-            f"activations must be a name or a sequence of names, got {activations!r}"
-        )
+        raise TypeError(f"activations must be a name or a sequence of names, got {activations!r}")
     if len(names) != n_layers:
         raise ValueError(
             f"activations: expected 1 or {n_layers} names (one per layer 1..{n_layers}), "

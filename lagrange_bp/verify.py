@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .field import P, Degenerate, Evaluator, Oracle, Value, seed_value
+from .field import Degenerate, Evaluator, Oracle, P, Value, seed_value
 from .functions import ACTIVATION_FUNCTIONS, LOSS_FUNCTIONS, Activation, relu, softmax
 from .kkt import Derivation, derive
 from .lagrangian import layer_activations, preactivation
@@ -63,23 +64,40 @@ class Report:
             f"{verdict} ({self.seconds:.2f} s, of which derivations {self.derive_seconds:.2f} s)"
         ]
         for s in self.steps:
-            lines.append(f"  [{'ok' if s.ok else 'FAILED'}] ({s.label}) {s.claim}  [{s.seconds:.2f} s]")
+            lines.append(
+                f"  [{'ok' if s.ok else 'FAILED'}] ({s.label}) {s.claim}  [{s.seconds:.2f} s]"
+            )
             lines.append(f"       method: {s.method}")
             lines += [f"       {line}" for line in s.detail.splitlines()]
         return "\n".join(lines)
 
 
-def _timed(label: str, claim: str, method: str, check: object) -> Step:
+Progress = Callable[[str], None]
+
+
+def _timed(
+    label: str,
+    claim: str,
+    method: str,
+    check: Callable[[], tuple[bool, str]],
+    progress: Progress | None,
+) -> Step:
     start = time.perf_counter()
-    ok, detail = check()  # type: ignore[operator]
-    return Step(label, claim, ok, method, detail, time.perf_counter() - start)
+    ok, detail = check()
+    step = Step(label, claim, ok, method, detail, time.perf_counter() - start)
+    if progress:
+        progress(f"verify: ({label}) {'ok' if ok else 'FAILED'} in {step.seconds:.2f} s")
+    return step
 
 
 def check_forward(d: Derivation) -> tuple[bool, str]:
     """(a) each x^k_i from ∂L/∂λ^k_i = 0 equals σ_k(W^k x^{k-1} + b^k)_i built from the spec."""
     acts = layer_activations(d.spec, d.abstract)
-    expected = [(xk, rhs) for k in acts for xk, rhs in
-                zip(d.symbols.x[k], acts[k].apply(preactivation(d.symbols, k)))]
+    expected = [
+        (xk, rhs)
+        for k in acts
+        for xk, rhs in zip(d.symbols.x[k], acts[k].apply(preactivation(d.symbols, k)))
+    ]
     if [eq.lhs for eq in d.forward] != [xk for xk, _ in expected]:
         return False, "the forward equations are not x^1..x^N in order"
     for eq, (_, rhs) in zip(d.forward, expected):
@@ -104,8 +122,9 @@ def _random_point(d: Derivation, rng: random.Random) -> dict[sp.Symbol, int]:
     return {s: rng.randrange(P) for s in data}
 
 
-def _lagrangian_side(d: Derivation, point: dict[sp.Symbol, int], oracle: Oracle) -> tuple[
-        dict[sp.Symbol, int], int]:
+def _lagrangian_side(
+    d: Derivation, point: dict[sp.Symbol, int], oracle: Oracle
+) -> tuple[dict[sp.Symbol, int], int]:
     """∂L/∂θ at the KKT point: forward, then adjoint, then the gradient expressions."""
     ev = Evaluator({s: seed_value(v) for s, v in point.items()}, oracle)
     for eq in d.forward + d.adjoint:
@@ -113,8 +132,9 @@ def _lagrangian_side(d: Derivation, point: dict[sp.Symbol, int], oracle: Oracle)
     return {p: ev(g).v for p, g in d.gradients.items()}, ev.max_deg
 
 
-def _chain_rule_side(d: Derivation, point: dict[sp.Symbol, int], oracle: Oracle) -> tuple[
-        dict[sp.Symbol, int], int]:
+def _chain_rule_side(
+    d: Derivation, point: dict[sp.Symbol, int], oracle: Oracle
+) -> tuple[dict[sp.Symbol, int], int]:
     """∂J/∂θ by exact forward-mode (dual numbers) through the composed loss J(θ)."""
     params = d.param_symbols()
     dims = len(params)
@@ -189,8 +209,11 @@ def check_derivatives(spec: NetworkSpec) -> tuple[bool, str]:
 def _check_derivative(act: Activation, width: int) -> tuple[bool, str]:
     u = sp.Symbol("z", real=True)
     e = sp.Symbol("e", positive=True)  # e = exp(z), so d/dz = e d/de
-    in_exp = {a.function(u): a.definition_in_exp(e) for a in ACTIVATION_FUNCTIONS.values()
-              if a.function is not None and a.definition_in_exp is not None}
+    in_exp = {
+        a.function(u): a.definition_in_exp(e)
+        for a in ACTIVATION_FUNCTIONS.values()
+        if a.function is not None and a.definition_in_exp is not None
+    }
     if act.name == "identity":
         ok = sp.diff(act.apply([u])[0], u) == 1
         return ok, "identity: σ(z) = z, σ'(z) = 1"
@@ -211,7 +234,8 @@ def _check_derivative(act: Activation, width: int) -> tuple[bool, str]:
         S = {softmax(sp.Integer(i), *zs): es[i - 1] / sum(es) for i in range(1, n + 1)}
         ok = all(
             sp.cancel(sp.diff(si, zs[j]).xreplace(S) - es[j] * sp.diff(S[si], es[j])) == 0
-            for si in S for j in range(n)
+            for si in S
+            for j in range(n)
         )
         return ok, f"softmax: Jacobian ∂S_i/∂z_j = S_i(δ_ij − S_j), all i, j at n = {n}"
     raise ValueError(f"no derivative check for activation {act.name!r}")
@@ -224,10 +248,12 @@ def verify(
     seed: int = 0,
     max_weights: int | None = MAX_EXACT_WEIGHTS,
     derivation: Derivation | None = None,
+    progress: Progress | None = None,
 ) -> Report:
     """Prove, step by step, that the spec's KKT equations are backpropagation.
 
-    ``derivation`` replaces ``derive(spec)`` (to check a derivation from elsewhere).
+    ``derivation`` replaces ``derive(spec)`` (to check a derivation from elsewhere);
+    ``progress`` receives one line as each stage finishes.
     """
     if not isinstance(spec, NetworkSpec):
         raise TypeError(f"spec must be a lagrange_bp.NetworkSpec, got {type(spec).__name__}")
@@ -235,22 +261,55 @@ def verify(
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
     concrete = derivation if derivation is not None else derive(spec, max_weights=max_weights)
     abstract = derive(spec, abstract=True, max_weights=max_weights)
+    if progress:
+        progress(
+            f"verify: derived {spec.describe()} with concrete and abstract σ "
+            f"in {concrete.seconds + abstract.seconds:.2f} s"
+        )
     report = Report(spec, derive_seconds=concrete.seconds + abstract.seconds)
     exact = "exact symbolic (SymPy, structural equality after expand)"
-    rand = f"exact randomized identity test in GF(2^61-1), σ values from a random oracle, {trials} points"
+    rand = (
+        f"exact randomized identity test in GF(2^61-1), σ values from a random oracle, "
+        f"{trials} points"
+    )
     report.steps = [
-        _timed("a", "∂L/∂λ = 0 is exactly the forward pass x^k = σ_k(W^k x^{k-1} + b^k)",
-               exact, lambda: check_forward(concrete)),
-        _timed("b", "the adjoint solution λ^N, ..., λ^1 makes every ∂L/∂x^k vanish",
-               exact, lambda: check_adjoint(concrete)),
-        _timed("c", "at the KKT point ∂L/∂θ = ∂J/∂θ (chain rule through J(θ) = ℓ(y, x^N(θ))) "
-               "for every W and b entry", rand + ", reference: exact forward-mode dual numbers",
-               lambda: check_gradients(concrete, trials, seed)),
-        _timed("d", "(a)–(c) hold with every σ_k an undefined function σ_k, σ'_k its derivative: "
-               "true for every differentiable activation",
-               "(a), (b) exact symbolic; (c) " + rand, lambda: _abstract_checks(abstract, trials, seed)),
-        _timed("e", "each concrete σ' in the derivation is SymPy's derivative of σ",
-               "exact symbolic (cancel over e = exp(z))", lambda: check_derivatives(spec)),
+        _timed(
+            "a",
+            "∂L/∂λ = 0 is exactly the forward pass x^k = σ_k(W^k x^{k-1} + b^k)",
+            exact,
+            lambda: check_forward(concrete),
+            progress,
+        ),
+        _timed(
+            "b",
+            "the adjoint solution λ^N, ..., λ^1 makes every ∂L/∂x^k vanish",
+            exact,
+            lambda: check_adjoint(concrete),
+            progress,
+        ),
+        _timed(
+            "c",
+            "at the KKT point ∂L/∂θ = ∂J/∂θ (chain rule through J(θ) = ℓ(y, x^N(θ))) "
+            "for every W and b entry",
+            rand + ", reference: exact forward-mode dual numbers",
+            lambda: check_gradients(concrete, trials, seed),
+            progress,
+        ),
+        _timed(
+            "d",
+            "(a)–(c) hold with every σ_k an undefined function σ_k, σ'_k its derivative: "
+            "true for every differentiable activation",
+            "(a), (b) exact symbolic; (c) " + rand,
+            lambda: _abstract_checks(abstract, trials, seed),
+            progress,
+        ),
+        _timed(
+            "e",
+            "each concrete σ' in the derivation is SymPy's derivative of σ",
+            "exact symbolic (cancel over e = exp(z))",
+            lambda: check_derivatives(spec),
+            progress,
+        ),
     ]
     return report
 

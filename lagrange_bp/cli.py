@@ -1,0 +1,173 @@
+"""Step 6: the command line, ``lagrange-bp derive | verify | demo``.
+
+Exit codes: 0 success (proven), 1 not proven, 2 bad input (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import NoReturn
+
+from .kkt import derive
+from .render import FORMATS, render
+from .spec import ACTIVATIONS, LOSSES, MAX_EXACT_WEIGHTS, NetworkSpec
+from .verify import Report, verify
+
+
+class BadInput(Exception):
+    """A user error: reported on one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise BadInput(message)
+
+
+def _widths(text: str) -> list[int]:
+    try:
+        return [int(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"widths must be comma-separated integers such as 2,3,1, got {text!r}"
+        ) from None
+
+
+def _names(text: str) -> list[str]:
+    return [a.strip() for a in text.split(",")]
+
+
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--widths", type=_widths, default=[2, 3, 1], help="layer widths n_0,...,n_N (default 2,3,1)"
+    )
+    p.add_argument(
+        "--activations",
+        type=_names,
+        default=["sigmoid"],
+        help=f"one name, or one per layer 1..N, comma-separated; "
+        f"known: {', '.join(ACTIVATIONS)} (default sigmoid)",
+    )
+    p.add_argument("--loss", default="mse", help=f"one of {', '.join(LOSSES)} (default mse)")
+    p.add_argument(
+        "--max-weights",
+        type=int,
+        default=MAX_EXACT_WEIGHTS,
+        help=f"size limit Σ n_k n_(k-1) of an exact derivation, 0 for none "
+        f"(default {MAX_EXACT_WEIGHTS})",
+    )
+
+
+def _spec(args: argparse.Namespace) -> tuple[NetworkSpec, int | None]:
+    """The validated spec and size limit; a bad one raises ``BadInput``."""
+    if args.max_weights < 0:
+        raise BadInput(f"--max-weights must be ≥ 0 (0 lifts the limit), got {args.max_weights}")
+    limit = args.max_weights or None
+    try:
+        spec = NetworkSpec(args.widths, args.activations, args.loss)
+        spec.check_exact_size(limit)
+    except (ValueError, TypeError) as exc:
+        raise BadInput(str(exc)) from None
+    return spec, limit
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="lagrange-bp",
+        description=(
+            "Derive backpropagation from the KKT conditions of a network's Lagrangian, "
+            "and prove it."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("derive", help="print the Lagrangian and its KKT conditions")
+    _add_spec_args(p)
+    p.add_argument("--format", choices=FORMATS, default="text")
+    p = sub.add_parser("verify", help="prove the derived equations are backpropagation")
+    _add_spec_args(p)
+    p.add_argument("--trials", type=int, default=2, help="random points per identity test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    sub.add_parser("demo", help="derive, print and prove the default network, then a larger one")
+    return parser
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
+    spec, limit = _spec(args)
+    d = derive(spec, max_weights=limit)
+    print(render(d, args.format))
+    return 0
+
+
+def report_json(report: Report) -> str:
+    """The proof report as JSON."""
+    return json.dumps(
+        {
+            "spec": report.spec.describe(),
+            "ok": report.ok,
+            "seconds": round(report.seconds, 4),
+            "steps": [
+                {
+                    "step": s.label,
+                    "claim": s.claim,
+                    "ok": s.ok,
+                    "method": s.method,
+                    "detail": s.detail,
+                    "seconds": round(s.seconds, 4),
+                }
+                for s in report.steps
+            ],
+        },
+        indent=2,
+        ensure_ascii=False,
+    )
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    if args.trials < 1:
+        raise BadInput(f"--trials must be a positive integer, got {args.trials}")
+    spec, limit = _spec(args)
+    report = verify(spec, trials=args.trials, seed=args.seed, max_weights=limit, progress=_progress)
+    print(report_json(report) if args.json else report)
+    return 0 if report.ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    small = NetworkSpec((2, 3, 1), "sigmoid", "mse")
+    print("=== 1. Derivation for the default network (lagrange-bp derive) ===")
+    print(render(derive(small)))
+    print("\n=== 2. Proof (lagrange-bp verify) ===")
+    reports = [verify(small)]
+    print(reports[0])
+    big = NetworkSpec((8, 8, 8, 8, 3), ("tanh", "tanh", "tanh", "softmax"), "cross_entropy")
+    print(f"\n=== 3. Proof for a larger network, {big.describe()} ===")
+    reports.append(verify(big, progress=_progress))
+    print(reports[1])
+    ok = all(r.ok for r in reports)
+    print(
+        f"\ndemo: {'all proofs hold' if ok else 'A PROOF FAILED'} "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lagrange-bp`` console script."""
+    try:
+        args = build_parser().parse_args(argv)
+        return {"derive": cmd_derive, "verify": cmd_verify, "demo": cmd_demo}[args.command](args)
+    except BadInput as exc:
+        print(f"lagrange-bp: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

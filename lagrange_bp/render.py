@@ -1,0 +1,157 @@
+"""Print a derivation for a reader: plain text, LaTeX or JSON, in derivation order.
+
+Pre-activations W^k x^{k-1} + b^k are shown as z^k_i (defined once), so the equations read
+x^1[2] = tanh(z^1[2]) instead of repeating every weighted sum.
+"""
+
+from __future__ import annotations
+
+import json
+
+import sympy as sp
+
+from .kkt import Derivation
+
+FORMATS = ("text", "latex", "json")
+
+
+def _short(d: Derivation, expr: sp.Expr) -> sp.Expr:
+    return expr.xreplace(d.z_display())
+
+
+def _tex(d: Derivation, expr: sp.Expr) -> str:
+    return sp.latex(_short(d, expr), symbol_names=d.symbols.latex_names)
+
+
+def _condition(d: Derivation, var: sp.Symbol) -> sp.Expr:
+    return _short(d, d.stationarity[var])
+
+
+def _header(d: Derivation) -> str:
+    s = d.spec
+    return (
+        f"network {'-'.join(map(str, s.widths))} (N = {s.depth} layers), activations "
+        f"{', '.join(s.activations)}, loss {s.loss}; one sample"
+    )
+
+
+def to_text(d: Derivation) -> str:
+    """The Lagrangian and the three groups of KKT conditions, in derivation order."""
+    lam_of = {x: lam for k in d.symbols.lam for x, lam in zip(d.symbols.x[k], d.symbols.lam[k])}
+    out = [
+        f"Lagrangian of the {_header(d)}:",
+        "  L = ℓ(y, x^N) + Σ_k λ^kᵀ (x^k − σ_k(z^k))",
+        f"    = {_short(d, d.lagrangian)}",
+        "where z^k = W^k x^{k-1} + b^k:",
+        *[f"  {eq.lhs} = {eq.rhs}" for eq in d.preactivations],
+        "",
+        "1. ∂L/∂λ^k = 0 gives the forward pass, k = 1..N:",
+    ]
+    for eq, lam in zip(d.forward, [s for k in d.symbols.lam for s in d.symbols.lam[k]]):
+        out.append(f"  ∂L/∂{lam} = {_condition(d, lam)} = 0   ⇒   {eq.lhs} = {_short(d, eq.rhs)}")
+    out += ["", "2. ∂L/∂x^k = 0 gives the adjoint (backward) recursion, solved from k = N down:"]
+    x_of = {lam: x for x, lam in lam_of.items()}
+    for eq in d.adjoint:
+        x = x_of[eq.lhs]
+        out.append(f"  ∂L/∂{x} = {_condition(d, x)} = 0   ⇒   {eq.lhs} = {_short(d, eq.rhs)}")
+    out += ["", "3. ∂L/∂W^k and ∂L/∂b^k give the gradient (at the KKT point, = ∂J/∂θ):"]
+    out += [f"  ∂L/∂{p} = {_short(d, g)}" for p, g in d.gradients.items()]
+    out += [
+        "",
+        "Update rule, learning rate η:  W^k ← W^k − η ∂L/∂W^k,   b^k ← b^k − η ∂L/∂b^k",
+        "Link to the chain rule: λ^k = −∂J/∂x^k, and δ^k = ∂J/∂z^k = −σ'_k(z^k) ⊙ λ^k.",
+    ]
+    return "\n".join(out)
+
+
+def _dl(var: str) -> str:
+    return rf"\frac{{\partial \mathcal{{L}}}}{{\partial {var}}}"
+
+
+def to_latex(d: Derivation) -> str:
+    """The same content as LaTeX ``align*`` blocks (for a document or a notebook)."""
+    names = d.symbols.latex_names
+    lam_list = [s for k in d.symbols.lam for s in d.symbols.lam[k]]
+    x_of = {lam: x for k in d.symbols.lam for x, lam in zip(d.symbols.x[k], d.symbols.lam[k])}
+
+    def block(title: str, rows: list[str]) -> list[str]:
+        return [f"% {title}", r"\begin{align*}", " \\\\\n".join(rows), r"\end{align*}", ""]
+
+    def sym(s: sp.Symbol) -> str:
+        return names[s]
+
+    out = [f"% lagrange_bp derivation: {_header(d)}"]
+    out += block("Lagrangian", [r"\mathcal{L} &= " + _tex(d, d.lagrangian)])
+    out += block(
+        "pre-activations z^k = W^k x^{k-1} + b^k",
+        [f"{sym(eq.lhs)} &= {sp.latex(eq.rhs, symbol_names=names)}" for eq in d.preactivations],
+    )
+    out += block(
+        "1. dL/dlambda = 0: forward pass",
+        [
+            f"{_dl(sym(lam))} &= {_tex(d, d.stationarity[lam])} = 0 "
+            rf"\;\Rightarrow\; {sym(eq.lhs)} = {_tex(d, eq.rhs)}"
+            for eq, lam in zip(d.forward, lam_list)
+        ],
+    )
+    out += block(
+        "2. dL/dx = 0: adjoint recursion, from k = N down",
+        [
+            f"{_dl(sym(x_of[eq.lhs]))} &= {_tex(d, d.stationarity[x_of[eq.lhs]])} = 0 "
+            rf"\;\Rightarrow\; {sym(eq.lhs)} = {_tex(d, eq.rhs)}"
+            for eq in d.adjoint
+        ],
+    )
+    out += block(
+        "3. dL/dW, dL/db: gradient",
+        [f"{_dl(sym(p))} &= {_tex(d, g)}" for p, g in d.gradients.items()],
+    )
+    out += block(
+        "update rule",
+        [
+            rf"W^{{(k)}} &\leftarrow W^{{(k)}} - \eta {_dl('W^{(k)}')}, \quad "
+            rf"b^{{(k)}} \leftarrow b^{{(k)}} - \eta {_dl('b^{(k)}')}"
+        ],
+    )
+    return "\n".join(out)
+
+
+def to_json(d: Derivation) -> str:
+    """Machine-readable derivation: every equation as text and as LaTeX."""
+
+    def eq(lhs: sp.Symbol, rhs: sp.Expr, condition: sp.Expr | None = None) -> dict[str, str]:
+        row = {
+            "lhs": str(lhs),
+            "rhs": str(_short(d, rhs)),
+            "latex": f"{d.symbols.latex_names[lhs]} = {_tex(d, rhs)}",
+        }
+        if condition is not None:
+            row["condition"] = f"{_short(d, condition)} = 0"
+        return row
+
+    lam_list = [s for k in d.symbols.lam for s in d.symbols.lam[k]]
+    x_of = {lam: x for k in d.symbols.lam for x, lam in zip(d.symbols.x[k], d.symbols.lam[k])}
+    doc = {
+        "spec": {
+            "widths": list(d.spec.widths),
+            "activations": list(d.spec.activations),
+            "loss": d.spec.loss,
+        },
+        "lagrangian": {"text": str(_short(d, d.lagrangian)), "latex": _tex(d, d.lagrangian)},
+        "preactivations": [eq(e.lhs, e.rhs) for e in d.preactivations],
+        "forward": [eq(e.lhs, e.rhs, d.stationarity[lam]) for e, lam in zip(d.forward, lam_list)],
+        "adjoint": [eq(e.lhs, e.rhs, d.stationarity[x_of[e.lhs]]) for e in d.adjoint],
+        "gradients": [
+            {"param": str(p), "expr": str(_short(d, g)), "latex": _tex(d, g)}
+            for p, g in d.gradients.items()
+        ],
+        "seconds": round(d.seconds, 4),
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+def render(d: Derivation, fmt: str = "text") -> str:
+    """``fmt`` is one of text, latex, json."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    return {"text": to_text, "latex": to_latex, "json": to_json}[fmt](d)

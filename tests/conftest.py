@@ -1,0 +1,17 @@
+"""Shared specs: every activation and both losses, each proven in well under a second."""
+
+from __future__ import annotations
+
+import lagrange_bp as lbp
+
+SMALL_SPECS = [
+    lbp.NetworkSpec((2, 3, 1), "sigmoid", "mse"),
+    lbp.NetworkSpec((2, 3, 2), "tanh", "mse"),
+    lbp.NetworkSpec((3, 2, 2), ("relu", "identity"), "mse"),
+    lbp.NetworkSpec((2, 2, 3, 1), ("softplus", "tanh", "sigmoid"), "mse"),
+    lbp.NetworkSpec((3, 4, 3), ("tanh", "softmax"), "cross_entropy"),
+    lbp.NetworkSpec((2, 3, 3, 2), ("sigmoid", "relu", "softmax"), "cross_entropy"),
+    lbp.NetworkSpec((1, 1), "identity", "mse"),
+    lbp.NetworkSpec((2, 3, 2), ("softmax", "tanh"), "mse"),
+]
+SPEC_IDS = [s.describe() for s in SMALL_SPECS]
