@@ -1,6 +1,7 @@
 """lagrange_bp: backpropagation derived from the Lagrangian of a multilayer perceptron."""
 
 from .kkt import Derivation, derive
+from .model import Model, compile
 from .spec import ACTIVATIONS, LOSSES, MAX_EXACT_WEIGHTS, NetworkSpec
 from .verify import Report, Step, verify
 
@@ -9,9 +10,11 @@ __all__ = [
     "LOSSES",
     "MAX_EXACT_WEIGHTS",
     "Derivation",
+    "Model",
     "NetworkSpec",
     "Report",
     "Step",
+    "compile",
     "derive",
     "verify",
 ]

@@ -48,6 +48,7 @@ class Report:
     spec: NetworkSpec
     steps: list[Step] = field(default_factory=list)
     derive_seconds: float = 0.0
+    title: str = ""
 
     @property
     def ok(self) -> bool:
@@ -59,9 +60,12 @@ class Report:
 
     def __str__(self) -> str:
         verdict = "PROVEN" if self.ok else "NOT PROVEN"
+        title = self.title or (
+            f"Proof that the KKT conditions of L are backpropagation for {self.spec.describe()}"
+        )
         lines = [
-            f"Proof that the KKT conditions of L are backpropagation for {self.spec.describe()}: "
-            f"{verdict} ({self.seconds:.2f} s, of which derivations {self.derive_seconds:.2f} s)"
+            f"{title}: {verdict} ({self.seconds:.2f} s, of which derivations "
+            f"{self.derive_seconds:.2f} s)"
         ]
         for s in self.steps:
             lines.append(

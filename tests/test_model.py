@@ -1,0 +1,246 @@
+"""compile(): generated kernels against reference backprop, finite differences and PyTorch
+(issue 3 items 2–4)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import lagrange_bp as lbp
+from lagrange_bp import reference
+
+ARCHS = [
+    lbp.NetworkSpec((4, 6, 3), ("tanh", "softmax"), "cross_entropy"),
+    lbp.NetworkSpec((5, 7, 6, 4), ("relu", "sigmoid", "softmax"), "cross_entropy"),
+    lbp.NetworkSpec((3, 5, 2), ("sigmoid", "identity"), "mse"),
+    lbp.NetworkSpec((3, 4, 4, 2), ("softplus", "tanh", "sigmoid"), "mse"),
+    lbp.NetworkSpec((2, 3, 3), ("softmax", "tanh"), "mse"),
+    lbp.NetworkSpec((6, 1), "identity", "mse"),
+    lbp.NetworkSpec((3, 4, 3), ("tanh", "softmax"), "mse"),
+]
+IDS = [s.describe() for s in ARCHS]
+SMOOTH = [s for s in ARCHS if "relu" not in s.activations]
+
+
+def data(
+    spec: lbp.NetworkSpec, batch: int = 9, seed: int = 0, dtype: str = "float64"
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(batch, spec.widths[0])).astype(dtype)
+    if spec.loss == "cross_entropy":
+        Y = np.eye(spec.widths[-1], dtype=dtype)[rng.integers(0, spec.widths[-1], batch)]
+    else:
+        Y = rng.normal(size=(batch, spec.widths[-1])).astype(dtype)
+    return X, Y
+
+
+def random_params(model: lbp.Model, seed: int = 3) -> list:
+    rng = np.random.default_rng(seed)
+    return [
+        (rng.normal(size=W.shape, scale=0.8), rng.normal(size=b.shape, scale=0.5))
+        for W, b in model.init_params()
+    ]
+
+
+@pytest.mark.parametrize("spec", ARCHS, ids=IDS)
+def test_model_equals_reference_backprop(spec: lbp.NetworkSpec) -> None:
+    model = lbp.compile(spec)
+    params = random_params(model)
+    X, Y = data(spec)
+    loss, grads = model.loss_and_grad(params, X, Y)
+    ref_loss, ref_grads, neg_dx = reference.loss_and_grad(params, spec.activations, spec.loss, X, Y)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for (gW, gb), (rW, rb) in zip(grads, ref_grads):
+        np.testing.assert_allclose(gW, rW, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(gb, rb, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(
+        model.forward(params, X), reference.forward(params, spec.activations, X)[1][-1], rtol=1e-12
+    )
+    # λ^k = −∂J/∂x^k (DESIGN §2)
+    for lam, ref in zip(model.adjoint(params, X, Y), neg_dx):
+        np.testing.assert_allclose(lam, ref, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("spec", SMOOTH, ids=[s.describe() for s in SMOOTH])
+def test_model_matches_central_differences(spec: lbp.NetworkSpec) -> None:
+    """h = 1e-5, float64: ‖g − g_fd‖ / ‖g_fd‖ < 1e-7 over all parameters."""
+    model = lbp.compile(spec)
+    params = random_params(model)
+    X, Y = data(spec)
+    _, grads = model.loss_and_grad(params, X, Y)
+    got, fd, h = [], [], 1e-5
+    for (W, b), (gW, gb) in zip(params, grads):
+        for arr, g in ((W, gW), (b, gb)):
+            for i in np.ndindex(arr.shape):
+                old = arr[i]
+                arr[i] = old + h
+                up = model.loss_and_grad(params, X, Y)[0]
+                arr[i] = old - h
+                down = model.loss_and_grad(params, X, Y)[0]
+                arr[i] = old
+                fd.append((up - down) / (2 * h))
+                got.append(g[i])
+    err = np.linalg.norm(np.subtract(got, fd)) / np.linalg.norm(fd)
+    assert err < 1e-7, f"norm-relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("spec", ARCHS[:4], ids=IDS[:4])
+def test_float32_path(spec: lbp.NetworkSpec) -> None:
+    m64, m32 = lbp.compile(spec), lbp.compile(spec, dtype="float32")
+    params = random_params(m64)
+    X, Y = data(spec)
+    loss64, g64 = m64.loss_and_grad(params, X, Y)
+    loss32, g32 = m32.loss_and_grad(params, X, Y)
+    assert loss32 == pytest.approx(loss64, rel=2e-3)
+    for (a, b), (c, d) in zip(g32, g64):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, c, rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(b, d, rtol=2e-3, atol=2e-3)
+
+
+def test_sgd_step_is_the_update_rule() -> None:
+    spec = ARCHS[1]
+    model = lbp.compile(spec)
+    params = random_params(model)
+    X, Y = data(spec)
+    _, grads = model.loss_and_grad(params, X, Y)
+    stepped = [(W.copy(), b.copy()) for W, b in params]
+    model.sgd_step(stepped, X, Y, 0.1)
+    for (W, b), (gW, gb), (W1, b1) in zip(params, grads, stepped):
+        np.testing.assert_allclose(W1, W - 0.1 * gW, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(b1, b - 0.1 * gb, rtol=1e-12, atol=1e-15)
+
+
+def test_hand_trainer_step_equals_generated_step() -> None:
+    spec = lbp.NetworkSpec((5, 7, 6, 4), ("tanh", "relu", "softmax"), "cross_entropy")
+    model = lbp.compile(spec)
+    X, Y = data(spec, batch=8)
+    a, b = random_params(model), random_params(model)
+    model.sgd_step(a, X, Y, 0.05)
+    reference.HandTrainer(spec.widths, spec.activations, spec.loss, 8).step(b, X, Y, 0.05)
+    for (W1, b1), (W2, b2) in zip(a, b):
+        np.testing.assert_allclose(W1, W2, rtol=1e-12)
+        np.testing.assert_allclose(b1, b2, rtol=1e-12)
+
+
+def test_extreme_preactivations_are_stable() -> None:
+    """Softmax + CE and sigmoid at pre-activations of ±1000: finite, equal to stable forms."""
+    spec = lbp.NetworkSpec((2, 3), "softmax", "cross_entropy")
+    model = lbp.compile(spec)
+    W = np.array([[1000.0, 0.0], [-1000.0, 0.0], [0.0, 0.0]])
+    params = [(W, np.zeros(3))]
+    X = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    Y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    loss, grads = model.loss_and_grad(params, X, Y)
+    # z rows: (1000, -1000, 0) and (-1000, 1000, 0): −log softmax of the labelled class
+    assert loss == pytest.approx((2000.0 + 2000.0) / 2, rel=1e-12)
+    p = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    np.testing.assert_allclose(grads[0][0], (p - Y).T @ X / 2, atol=1e-12)
+    sig = lbp.NetworkSpec((1, 1), "sigmoid", "mse")
+    m = lbp.compile(sig)
+    X = np.array([[1000.0], [-1000.0]])
+    Y = np.array([[0.5], [0.5]])
+    loss, grads = m.loss_and_grad([(np.ones((1, 1)), np.zeros(1))], X, Y)
+    assert loss == pytest.approx(0.125, rel=1e-12)
+    assert np.all(np.isfinite(grads[0][0])) and grads[0][0][0, 0] == pytest.approx(0.0, abs=1e-300)
+
+
+def test_source_and_equations_are_inspectable() -> None:
+    model = lbp.compile(lbp.NetworkSpec((4, 8, 3), ("tanh", "softmax"), "cross_entropy"))
+    src = model.source("sgd_step")
+    assert src.startswith("def sgd_step(params, X, Y, eta, buf):")
+    assert "np.matmul(X, W1.T, out=z1)" in src and "np.tanh(z1, out=z1)" in src
+    assert "np.subtract(Y, x2, out=g2)" in src  # the fused softmax–CE term (Y − X)/B
+    assert "np.square(z1, out=g1)" in src  # tanh' = 1 − x² from the forward constraint
+    labels = [label for label, _ in model.equations()]
+    assert "G^2 (fused softmax–CE)" in labels and "W^1 ← W^1 − η ∂L/∂W^1" in labels
+    with pytest.raises(ValueError, match="unknown kernel 'backward'; known: forward, adjoint"):
+        model.source("backward")
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda m, p, X, Y: m.loss_and_grad(p, X, Y[:3]),
+            "X and Y must have the same number of rows",
+        ),
+        (lambda m, p, X, Y: m.forward(p, X[:, :2]), r"X must have shape \(B, 4\), got \(9, 2\)"),
+        (lambda m, p, X, Y: m.loss_and_grad(p, X, Y[:, :2]), r"Y must have shape \(B, 3\)"),
+        (lambda m, p, X, Y: m.forward(p, np.where(X > 1, np.nan, X)), "X contains NaN or inf"),
+        (
+            lambda m, p, X, Y: m.loss_and_grad(p, X, np.where(Y > 0.5, np.inf, Y)),
+            "Y contains NaN or inf",
+        ),
+        (lambda m, p, X, Y: m.forward(p[:1], X), "params must be a list of 2"),
+        (
+            lambda m, p, X, Y: m.forward([p[0], (p[1][0].T, p[1][1])], X),
+            r"W\^2 must have shape \(3, 6\), got \(6, 3\)",
+        ),
+        (
+            lambda m, p, X, Y: m.forward([p[0], (p[1][0], p[1][1] * np.nan)], X),
+            r"b\^2 contains NaN or inf",
+        ),
+        (lambda m, p, X, Y: m.forward(p, X.astype(str)), "X must be a numeric array"),
+        (lambda m, p, X, Y: m.forward(p, [["a"] * 4]), "X must be a numeric array"),
+        (lambda m, p, X, Y: m.loss_and_grad(p, X, Y * 2), "each row must sum to 1"),
+        (lambda m, p, X, Y: m.sgd_step(p, X, Y, -1.0), "lr must be a positive finite number"),
+    ],
+)
+def test_bad_input_names_the_array(call: object, message: str) -> None:
+    spec = ARCHS[0]
+    model = lbp.compile(spec)
+    X, Y = data(spec)
+    with pytest.raises(ValueError, match=message):
+        call(model, model.init_params(), X, Y)  # type: ignore[operator]
+
+
+def test_compile_rejects_bad_arguments() -> None:
+    with pytest.raises(TypeError, match=r"spec must be a lagrange_bp\.NetworkSpec"):
+        lbp.compile("4-3-2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dtype must be one of float64, float32, got 'int8'"):
+        lbp.compile(ARCHS[0], dtype="int8")
+
+
+def _torch():
+    if os.environ.get("CI") == "true":
+        import torch  # CI installs torch==2.13.0: never skip there
+
+        return torch
+    return pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("spec", ARCHS, ids=IDS)
+def test_model_equals_pytorch_autograd(spec: lbp.NetworkSpec) -> None:
+    torch = _torch()
+    model = lbp.compile(spec)
+    params = random_params(model)
+    X, Y = data(spec)
+    _, grads = model.loss_and_grad(params, X, Y)
+    tp = [
+        (torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True))
+        for W, b in params
+    ]
+    x = torch.tensor(X)
+    for (W, b), act in zip(tp, spec.activations):
+        z = x @ W.T + b
+        x = {
+            "identity": lambda v: v,
+            "sigmoid": torch.sigmoid,
+            "tanh": torch.tanh,
+            "relu": torch.relu,
+            "softplus": torch.nn.functional.softplus,
+            "softmax": lambda v: torch.softmax(v, dim=1),
+        }[act](z)
+        last_z = z
+    Yt = torch.tensor(Y)
+    if spec.loss == "mse":
+        J = 0.5 * ((x - Yt) ** 2).sum() / len(X)
+    else:
+        J = -(Yt * torch.log_softmax(last_z, dim=1)).sum() / len(X)
+    J.backward()
+    for (gW, gb), (W, b) in zip(grads, tp):
+        np.testing.assert_allclose(gW, W.grad.numpy(), rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(gb, b.grad.numpy(), rtol=1e-10, atol=1e-13)
