@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -14,8 +15,10 @@ from typing import NoReturn
 
 from .kkt import derive
 from .render import FORMATS, render
+from .render_general import render_general
 from .spec import ACTIVATIONS, LOSSES, MAX_EXACT_WEIGHTS, NetworkSpec
 from .verify import Report, verify
+from .verify_general import DEFAULT_SPECS, verify_general
 
 
 class BadInput(Exception):
@@ -42,16 +45,21 @@ def _names(text: str) -> list[str]:
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--widths", type=_widths, default=[2, 3, 1], help="layer widths n_0,...,n_N (default 2,3,1)"
+        "--widths", type=_widths, default=None, help="layer widths n_0,...,n_N (default 2,3,1)"
     )
     p.add_argument(
         "--activations",
         type=_names,
-        default=["sigmoid"],
+        default=None,
         help=f"one name, or one per layer 1..N, comma-separated; "
         f"known: {', '.join(ACTIVATIONS)} (default sigmoid)",
     )
-    p.add_argument("--loss", default="mse", help=f"one of {', '.join(LOSSES)} (default mse)")
+    p.add_argument("--loss", default=None, help=f"one of {', '.join(LOSSES)} (default mse)")
+    p.add_argument(
+        "--general",
+        action="store_true",
+        help="the generic layer: any depth and widths, in matrix-batch form",
+    )
     p.add_argument(
         "--max-weights",
         type=int,
@@ -67,7 +75,9 @@ def _spec(args: argparse.Namespace) -> tuple[NetworkSpec, int | None]:
         raise BadInput(f"--max-weights must be ≥ 0 (0 lifts the limit), got {args.max_weights}")
     limit = args.max_weights or None
     try:
-        spec = NetworkSpec(args.widths, args.activations, args.loss)
+        spec = NetworkSpec(
+            args.widths or [2, 3, 1], args.activations or ["sigmoid"], args.loss or "mse"
+        )
         spec.check_exact_size(limit)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
@@ -99,7 +109,20 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _spec_given(args: argparse.Namespace) -> bool:
+    return any(v is not None for v in (args.widths, args.activations, args.loss))
+
+
 def cmd_derive(args: argparse.Namespace) -> int:
+    if args.general:
+        if args.format == "json":
+            raise BadInput("--general prints text, latex or markdown, not json")
+        if _spec_given(args):
+            raise BadInput(
+                "--general derives the generic layer: drop --widths/--activations/--loss"
+            )
+        print(render_general(args.format), end="")
+        return 0
     spec, limit = _spec(args)
     d = derive(spec, max_weights=limit)
     print(render(d, args.format))
@@ -133,6 +156,11 @@ def report_json(report: Report) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.trials < 1:
         raise BadInput(f"--trials must be a positive integer, got {args.trials}")
+    if args.general:
+        specs = DEFAULT_SPECS + ((_spec(args)[0],) if _spec_given(args) else ())
+        report = verify_general(specs, seed=args.seed, progress=_progress)
+        print(report_json(report) if args.json else report)
+        return 0 if report.ok else 1
     spec, limit = _spec(args)
     report = verify(spec, trials=args.trials, seed=args.seed, max_weights=limit, progress=_progress)
     print(report_json(report) if args.json else report)
@@ -167,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as exc:
         print(f"lagrange-bp: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. piped into head: stop quietly
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sympy as sp
 
 from .kkt import Derivation
 
-FORMATS = ("text", "latex", "json")
+FORMATS = ("text", "latex", "json", "markdown")
 
 
 def _short(d: Derivation, expr: sp.Expr) -> sp.Expr:
@@ -150,8 +150,24 @@ def to_json(d: Derivation) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
+def to_markdown(d: Derivation) -> str:
+    """The LaTeX blocks as a Markdown page: a heading and a $$ display per block."""
+    out = []
+    for line in to_latex(d).splitlines():
+        if line.startswith("% "):
+            out.append(("## " if "lagrange_bp" in line else "### ") + line[2:])
+        elif line == r"\begin{align*}":
+            out += ["", "$$", line]
+        elif line == r"\end{align*}":
+            out += [line, "$$"]
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def render(d: Derivation, fmt: str = "text") -> str:
-    """``fmt`` is one of text, latex, json."""
+    """``fmt`` is one of text, latex, json, markdown."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    return {"text": to_text, "latex": to_latex, "json": to_json}[fmt](d)
+    fns = {"text": to_text, "latex": to_latex, "json": to_json, "markdown": to_markdown}
+    return fns[fmt](d)

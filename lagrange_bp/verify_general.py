@@ -271,10 +271,11 @@ def verify_general(
     *,
     seed: int = 0,
     progress: Progress | None = None,
+    derivation: GeneralDerivation | None = None,
 ) -> Report:
     """The general proof (any N, any widths) and its check against concrete derivations."""
     start = time.perf_counter()
-    g = derive_general()
+    g = derivation if derivation is not None else derive_general()
     report = Report(NetworkSpec((1, 1), "identity"), derive_seconds=time.perf_counter() - start)
     report.title = "General proof (any depth N, any widths n_k, any batch size B)"
     exact = "exact symbolic matrix identity (SymPy matrix calculus, σ undefined, symbolic sizes)"
