@@ -25,7 +25,7 @@ from .general import N_K, N_NEXT, N_PREV, SIGMA_K, B, GeneralDerivation, S, U, d
 from .spec import NetworkSpec
 
 ETA = sp.Symbol("eta")
-KERNELS = ("forward", "adjoint", "loss_and_grad", "sgd_step")
+KERNELS = ("forward", "adjoint", "loss_and_grad", "sgd_step", "loss")
 
 
 @dataclass
@@ -248,6 +248,7 @@ def build_kernels(spec: NetworkSpec) -> tuple[dict[str, Kernel], dict[str, tuple
             "params, X, Y, buf",
         ),
         "sgd_step": (forward + backward("update", not fused), "None", "params, X, Y, eta, buf"),
+        "loss": (forward + loss, "loss", "params, X, Y, buf"),
     }
     names = sorted(asm.buffers.shapes)
     equations = [eq for k in range(1, n + 1) for eq in layers[k].equations]

@@ -80,6 +80,11 @@ class Model:
         loss, grads = self.kernels["loss_and_grad"].fn(p, X, Y, self._buf("loss_and_grad", len(X)))
         return loss, [(gW.copy(), gb.copy()) for gW, gb in grads]
 
+    def loss(self, params: Params, X: np.ndarray, Y: np.ndarray) -> float:
+        """J = (1/B) Σ ℓ(y_i, x^N_i) over the rows of X and Y (forward pass only)."""
+        p, X, Y = self.check_params(params), *self.check_data(X, Y)
+        return float(self.kernels["loss"].fn(p, X, Y, self._buf("loss", len(X))))
+
     def adjoint(self, params: Params, X: np.ndarray, Y: np.ndarray) -> list[np.ndarray]:
         """λ^k for k = 1..N, each (B, n_k): the multipliers at the KKT point (= −∂J/∂x^k)."""
         p, X, Y = self.check_params(params), *self.check_data(X, Y)

@@ -1,0 +1,131 @@
+"""Step 8: mini-batch training with the generated kernels — the notes' algorithm.
+
+For each epoch: shuffle the rows with the seeded generator, cut them into mini-batches, and for
+each batch apply θ ← θ − η ∂L/∂θ with the batch-averaged gradient (J is the batch mean). The last
+batch is used as it is when B does not divide the sample count: its update averages over its own,
+smaller number of rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .model import Model, Params
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the parameters became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    """Trained parameters (a new list; the caller's arrays are untouched) and per-epoch history."""
+
+    params: Params
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def accuracy(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> float:
+    """Share of rows whose largest output is the target's largest entry (one-hot classes)."""
+    return float(np.mean(model.forward(params, X).argmax(axis=1) == np.asarray(Y).argmax(axis=1)))
+
+
+def evaluate(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> dict[str, float]:
+    """Loss J on (X, Y), and accuracy when the loss is cross-entropy."""
+    out = {"loss": model.loss(params, X, Y)}
+    if model.spec.loss == "cross_entropy":
+        out["accuracy"] = accuracy(model, params, X, Y)
+    return out
+
+
+def _positive(name: str, value: object, kind: type) -> None:
+    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    if not ok or not value > 0 or (kind is float and not math.isfinite(value)):  # type: ignore[operator]
+        raise ValueError(
+            f"{name} must be a positive {'number' if kind is float else 'integer'}, got {value!r}"
+        )
+
+
+def train(
+    model: Model,
+    X: np.ndarray,
+    Y: np.ndarray,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 0.1,
+    seed: int = 0,
+    params: Params | None = None,
+    shuffle: bool = True,
+    *,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train with mini-batch SGD; ``params`` default to ``model.init_params(seed)``.
+
+    ``validation=(X_val, Y_val)`` adds validation loss (and accuracy) to the history;
+    ``on_epoch(epoch, metrics)`` is called after every epoch (progress display).
+    Raises ``TrainingDiverged`` naming the epoch and batch if the parameters become NaN/inf.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(
+            f"model must be a lagrange_bp.Model (from lbp.compile), got {type(model).__name__}"
+        )
+    _positive("epochs", epochs, int)
+    _positive("batch_size", batch_size, int)
+    _positive("lr", lr, float)
+    X, Y = model.check_data(X, Y)
+    if validation is not None:
+        validation = model.check_data(*validation)
+    start_params = model.init_params(seed) if params is None else model.check_params(params)
+    params = copy.deepcopy([(np.array(W), np.array(b)) for W, b in start_params])
+    rng = np.random.default_rng(seed)
+    n = len(X)
+    n_batches = -(-n // batch_size)
+    history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "seconds": []}
+    classify = model.spec.loss == "cross_entropy"
+    if classify:
+        history["train_accuracy"] = []
+    if validation is not None:
+        history["val_loss"] = []
+        if classify:
+            history["val_accuracy"] = []
+    t0 = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        Xs, Ys = X[order], Y[order]
+        for i in range(n_batches):
+            rows = slice(i * batch_size, (i + 1) * batch_size)
+            model.sgd_step(params, Xs[rows], Ys[rows], lr, check=False)
+            if not np.isfinite(params[-1][1]).all():
+                _diverged(epoch, i + 1, n_batches, lr)
+        if not all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in params):
+            _diverged(epoch, n_batches, n_batches, lr)
+        metrics = {"epoch": float(epoch), "train_loss": model.loss(params, X, Y)}
+        if not math.isfinite(metrics["train_loss"]):
+            _diverged(epoch, n_batches, n_batches, lr)
+        if classify:
+            metrics["train_accuracy"] = accuracy(model, params, X, Y)
+        if validation is not None:
+            for key, value in evaluate(model, params, *validation).items():
+                metrics[f"val_{key}"] = value
+        metrics["seconds"] = time.perf_counter() - t0
+        for key in history:
+            history[key].append(metrics[key])
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+    return TrainResult(params, history, time.perf_counter() - t0)
+
+
+def _diverged(epoch: int, batch: int, n_batches: int, lr: float) -> None:
+    raise TrainingDiverged(
+        f"training diverged at epoch {epoch}, batch {batch} of {n_batches}: the parameters or "
+        f"the loss became NaN or infinite with learning rate {lr:g}; try a smaller learning "
+        f"rate (e.g. {lr / 10:g})"
+    )
