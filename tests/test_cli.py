@@ -159,10 +159,14 @@ def test_console_script_bad_input_has_no_traceback() -> None:
     assert proc.stderr == "lagrange-bp: error: widths[1] must be a positive integer, got 0\n"
 
 
-def test_demo_derives_prints_and_proves(capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_derives_proves_compiles_and_trains(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "demo")
     assert code == 0
-    assert "=== 1. Derivation for the default network" in out
-    assert out.count(": PROVEN") == 2
+    assert "=== 1. Derivation for a 2-3-1 network" in out
+    assert out.count(": PROVEN") == 3
     assert "8-8-8-8-3, tanh/tanh/tanh/softmax, cross_entropy: PROVEN" in out
-    assert "demo: all proofs hold" in out
+    assert "General proof (any depth N, any widths n_k, any batch size B): PROVEN" in out
+    acc = float(out.split("test accuracy ")[1].split("%")[0])
+    gap = float(out.split("at the trained weights: ")[1].split()[0])
+    assert acc > 95.0 and gap < 1e-10
+    assert "demo: all proofs hold, training works" in out
