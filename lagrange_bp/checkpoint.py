@@ -78,7 +78,7 @@ def load(path: str | Path) -> tuple[NetworkSpec, Params, dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"model file {str(path)!r} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with path.open("rb") as f, np.load(f, allow_pickle=False) as z:
             files = {name: np.asarray(z[name]) for name in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
         raise CheckpointError(
@@ -101,4 +101,12 @@ def load(path: str | Path) -> tuple[NetworkSpec, Params, dict[str, Any]]:
             f"model file {path.name!r} was altered or corrupted: its checksum "
             f"does not match its contents"
         )
+    for k, (W, b) in enumerate(params, start=1):
+        shapes = ((spec.widths[k], spec.widths[k - 1]), (spec.widths[k],))
+        finite = W.dtype.kind == "f" and np.isfinite(W).all() and np.isfinite(b).all()
+        if W.shape != shapes[0] or b.shape != shapes[1] or not finite:
+            raise CheckpointError(
+                f"model file {path.name!r} does not match its own network {spec.describe()}: "
+                f"W^{k} {W.shape}, b^{k} {b.shape}"
+            )
     return spec, params, meta.get("info", {})

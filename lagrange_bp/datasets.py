@@ -141,7 +141,7 @@ def _read_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_npz(path: Path, target: str) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with path.open("rb") as f, np.load(f, allow_pickle=False) as z:
             if "X" not in z.files or target not in z.files:
                 raise ValueError(
                     f"{path.name}: needs arrays 'X' and {target!r}; has {', '.join(z.files)}"

@@ -97,29 +97,31 @@ def train(
         if classify:
             history["val_accuracy"] = []
     t0 = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        order = rng.permutation(n) if shuffle else np.arange(n)
-        Xs, Ys = X[order], Y[order]
-        for i in range(n_batches):
-            rows = slice(i * batch_size, (i + 1) * batch_size)
-            model.sgd_step(params, Xs[rows], Ys[rows], lr, check=False)
-            if not np.isfinite(params[-1][1]).all():
-                _diverged(epoch, i + 1, n_batches, lr)
-        if not all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in params):
-            _diverged(epoch, n_batches, n_batches, lr)
-        metrics = {"epoch": float(epoch), "train_loss": model.loss(params, X, Y)}
-        if not math.isfinite(metrics["train_loss"]):
-            _diverged(epoch, n_batches, n_batches, lr)
-        if classify:
-            metrics["train_accuracy"] = accuracy(model, params, X, Y)
-        if validation is not None:
-            for key, value in evaluate(model, params, *validation).items():
-                metrics[f"val_{key}"] = value
-        metrics["seconds"] = time.perf_counter() - t0
-        for key in history:
-            history[key].append(metrics[key])
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
+    # overflow on the way to divergence is reported once, by TrainingDiverged, not as warnings
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for epoch in range(1, epochs + 1):
+            order = rng.permutation(n) if shuffle else np.arange(n)
+            Xs, Ys = X[order], Y[order]
+            for i in range(n_batches):
+                rows = slice(i * batch_size, (i + 1) * batch_size)
+                model.sgd_step(params, Xs[rows], Ys[rows], lr, check=False)
+                if not np.isfinite(params[-1][1]).all():
+                    _diverged(epoch, i + 1, n_batches, lr)
+            if not all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in params):
+                _diverged(epoch, n_batches, n_batches, lr)
+            metrics = {"epoch": float(epoch), "train_loss": model.loss(params, X, Y)}
+            if not math.isfinite(metrics["train_loss"]):
+                _diverged(epoch, n_batches, n_batches, lr)
+            if classify:
+                metrics["train_accuracy"] = accuracy(model, params, X, Y)
+            if validation is not None:
+                for key, value in evaluate(model, params, *validation).items():
+                    metrics[f"val_{key}"] = value
+            metrics["seconds"] = time.perf_counter() - t0
+            for key in history:
+                history[key].append(metrics[key])
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
     return TrainResult(params, history, time.perf_counter() - t0)
 
 

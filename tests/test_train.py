@@ -1,0 +1,119 @@
+"""train(): the notes' mini-batch algorithm with the generated kernels (issue 4 item 1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lagrange_bp as lbp
+from lagrange_bp.datasets import load
+
+SPEC = lbp.NetworkSpec((2, 8, 2), ("tanh", "softmax"), "cross_entropy")
+
+
+@pytest.fixture(scope="module")
+def moons() -> object:
+    return load("moons")
+
+
+def test_training_learns_and_records_history(moons: object) -> None:
+    model = lbp.compile(SPEC)
+    res = lbp.train(
+        model,
+        moons.X_train,
+        moons.Y_train,
+        epochs=20,
+        batch_size=16,
+        lr=0.5,
+        seed=0,
+        validation=(moons.X_test, moons.Y_test),
+    )
+    h = res.history
+    assert h["epoch"] == list(range(1, 21))
+    assert set(h) == {
+        "epoch",
+        "train_loss",
+        "seconds",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+    }
+    assert all(len(v) == 20 for v in h.values())
+    assert h["train_loss"][-1] < 0.5 * h["train_loss"][0]
+    assert h["val_accuracy"][-1] > 0.85
+    assert h["seconds"] == sorted(h["seconds"])
+
+
+def test_same_seed_same_result_and_caller_arrays_untouched(moons: object) -> None:
+    model = lbp.compile(SPEC)
+    start = model.init_params(seed=4)
+    before = [(W.copy(), b.copy()) for W, b in start]
+    X, Y = moons.X_train.copy(), moons.Y_train.copy()
+    a = lbp.train(model, X, Y, epochs=3, batch_size=10, lr=0.1, seed=1, params=start)
+    b = lbp.train(model, X, Y, epochs=3, batch_size=10, lr=0.1, seed=1, params=start)
+    for (W1, b1), (W2, b2), (W0, _) in zip(a.params, b.params, before):
+        np.testing.assert_array_equal(W1, W2)
+        np.testing.assert_array_equal(b1, b2)
+        assert not np.allclose(W1, W0)
+    for (W, b), (W0, b0) in zip(start, before):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
+    np.testing.assert_array_equal(X, moons.X_train)
+    c = lbp.train(model, X, Y, epochs=3, batch_size=10, lr=0.1, seed=2, params=start)
+    assert not np.allclose(c.params[0][0], a.params[0][0])
+
+
+def test_one_epoch_is_the_sequence_of_batch_updates(moons: object) -> None:
+    """Unshuffled, 1 epoch = sgd_step over consecutive batches, the last one partial."""
+    model = lbp.compile(SPEC)
+    X, Y = moons.X_train[:23], moons.Y_train[:23]
+    params = model.init_params(seed=0)
+    res = lbp.train(model, X, Y, epochs=1, batch_size=10, lr=0.3, shuffle=False, params=params)
+    manual = [(W.copy(), b.copy()) for W, b in params]
+    for start in (0, 10, 20):  # 10 + 10 + 3 rows
+        _, grads = model.loss_and_grad(manual, X[start : start + 10], Y[start : start + 10])
+        manual = [(W - 0.3 * gW, b - 0.3 * gb) for (W, b), (gW, gb) in zip(manual, grads)]
+    for (W1, b1), (W2, b2) in zip(res.params, manual):
+        np.testing.assert_allclose(W1, W2, rtol=1e-12)
+        np.testing.assert_allclose(b1, b2, rtol=1e-12)
+
+
+def test_divergence_names_epoch_and_batch() -> None:
+    spec = lbp.NetworkSpec((1, 1), "identity", "mse")
+    model = lbp.compile(spec)
+    X = np.linspace(-100, 100, 40)[:, None]
+    with pytest.raises(
+        lbp.TrainingDiverged,
+        match=r"diverged at epoch \d, batch \d of 4: .*learning rate 1e\+06; "
+        r"try a smaller learning rate \(e\.g\. 100000\)",
+    ):
+        lbp.train(model, X, 3 * X, epochs=5, batch_size=10, lr=1e6, shuffle=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"epochs": 0}, "epochs must be a positive integer, got 0"),
+        ({"epochs": 2.5}, "epochs must be a positive integer, got 2.5"),
+        ({"batch_size": -1}, "batch_size must be a positive integer, got -1"),
+        ({"lr": 0.0}, "lr must be a positive number, got 0.0"),
+        ({"lr": float("nan")}, "lr must be a positive number, got nan"),
+    ],
+)
+def test_bad_training_arguments(moons: object, kwargs: dict, message: str) -> None:
+    model = lbp.compile(SPEC)
+    with pytest.raises(ValueError, match=message):
+        lbp.train(model, moons.X_train, moons.Y_train, **kwargs)
+
+
+def test_train_rejects_a_non_model(moons: object) -> None:
+    with pytest.raises(TypeError, match=r"model must be a lagrange_bp\.Model"):
+        lbp.train(SPEC, moons.X_train, moons.Y_train)  # type: ignore[arg-type]
+
+
+def test_evaluate_reports_loss_and_accuracy(moons: object) -> None:
+    model = lbp.compile(SPEC)
+    params = model.init_params()
+    out = lbp.evaluate(model, params, moons.X_test, moons.Y_test)
+    assert set(out) == {"loss", "accuracy"} and 0 <= out["accuracy"] <= 1
+    assert out["loss"] == pytest.approx(model.loss_and_grad(params, moons.X_test, moons.Y_test)[0])
