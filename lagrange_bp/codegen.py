@@ -41,6 +41,14 @@ UFUNCS: dict[Any, list[str]] = {
     softplus: ["np.logaddexp(0.0, {i}, out={o})"],
     relu: ["np.maximum({i}, 0.0, out={o})"],
     step: ["np.heaviside({i}, 0.0, out={o})"],
+    sp.Abs: ["np.abs({i}, out={o})"],
+    sp.sin: ["np.sin({i}, out={o})"],
+    sp.cos: ["np.cos({i}, out={o})"],
+    sp.tan: ["np.tan({i}, out={o})"],
+    sp.atan: ["np.arctan({i}, out={o})"],
+    sp.sinh: ["np.sinh({i}, out={o})"],
+    sp.cosh: ["np.cosh({i}, out={o})"],
+    sp.sign: ["np.sign({i}, out={o})"],
 }
 
 
@@ -152,6 +160,11 @@ class Emitter:
         if isinstance(e, ElementwiseApplyFunction):
             (v,), body = e.function.variables, e.function.expr
             return body.xreplace({v: self.to_scalar(e.expr, out)})
+        if type(e).__name__ == "ElementwisePair":
+            (u, v), body = e.function.variables, e.function.expr
+            return body.xreplace(
+                {u: self.to_scalar(e.args[1], out), v: self.to_scalar(e.args[2], out)}
+            )
         if isinstance(e, MatMul):
             coeff, rest = e.as_coeff_mmul()
             mats = list(rest.args) if isinstance(rest, MatMul) else [rest]
@@ -191,6 +204,12 @@ class Emitter:
             self._unary(out, e.base, "np.square({i}, out={o})")
         elif e.is_Pow and e.exp == -1:
             self._unary(out, e.base, "np.divide(1.0, {i}, out={o})")
+        elif e.is_Pow and e.exp == sp.S.Half:
+            self._unary(out, e.base, "np.sqrt({i}, out={o})")
+        elif e.is_Pow and self.is_scalar(e.exp):
+            self._unary(out, e.base, "np.power({i}, " + _num(e.exp) + ", out={o})")
+        elif e.is_Pow and self.is_scalar(e.base):
+            self._unary(out, e.exp, "np.power(" + _num(e.base) + ", {i}, out={o})")
         elif isinstance(e, sp.Function) and type(e) in UFUNCS and len(e.args) == 1:
             for n, t in enumerate(UFUNCS[type(e)]):
                 self._unary(out, e.args[0], t) if n == 0 else self.lines.append(

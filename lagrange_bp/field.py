@@ -123,6 +123,8 @@ class Evaluator:
             return _fold(self, e.args, self._mul)
         if e.is_Pow and e.exp.is_Integer:
             return self._pow(self(e.base), int(e.exp))
+        if e.is_Pow or e.is_NumberSymbol:  # u**a (a not an integer), π, e: uninterpreted
+            return self._apply(e)
         if isinstance(e, sp.Function):
             return self._apply(e)
         raise TypeError(f"cannot evaluate {type(e).__name__} exactly: {e}")
@@ -149,7 +151,7 @@ class Evaluator:
             out = self._mul(out, a)
         return out
 
-    def _apply(self, e: sp.Function) -> Value:
+    def _apply(self, e: sp.Basic) -> Value:
         args = [self(a) for a in e.args]
         value = Value(self.oracle(type(e).__name__, tuple(a.v for a in args)), FRESH)
         if not self.dims:

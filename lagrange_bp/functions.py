@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sympy as sp
 from sympy.core.function import ArgumentIndexError
@@ -105,6 +106,21 @@ class Activation:
     #: σ as a function of e = exp(z) for the σ' check (elementwise, smooth ones only)
     definition_in_exp: Callable[[sp.Expr], sp.Expr] | None = None
     function: type[sp.Function] | None = None
+    expression: sp.Expr | None = None  # a user's σ, written in Z_VAR
+
+    @property
+    def custom(self) -> bool:
+        return self.expression is not None
+
+    def of(self, u: sp.Expr) -> sp.Expr:
+        """σ(u) for an elementwise σ."""
+        if self.expression is not None:
+            return self.expression.xreplace({Z_VAR: u})
+        return self.function(u) if self.function is not None else u
+
+
+Z_VAR = sp.Symbol("z", real=True)
+X_VAR, Y_VAR = sp.Symbol("x", real=True), sp.Symbol("y", real=True)
 
 
 def _elementwise(fn: type[sp.Function]) -> Callable[[Sequence[sp.Expr]], list[sp.Expr]]:
@@ -151,7 +167,38 @@ def cross_entropy(x: Sequence[sp.Expr], y: Sequence[sp.Expr]) -> sp.Expr:
     return -sp.Add(*[yj * sp.log(xj) for xj, yj in zip(x, y)])
 
 
-LOSS_FUNCTIONS: dict[str, Callable[[Sequence[sp.Expr], Sequence[sp.Expr]], sp.Expr]] = {
+LossFunction = Callable[[Sequence[sp.Expr], Sequence[sp.Expr]], sp.Expr]
+LOSS_FUNCTIONS: dict[str, LossFunction] = {
     "mse": mse,
     "cross_entropy": cross_entropy,
 }
+
+
+@lru_cache(maxsize=256)
+def get_activation(name: str) -> Activation:
+    """A built-in activation by name, or a user's expression in z (parsed safely)."""
+    if name in ACTIVATION_FUNCTIONS:
+        return ACTIVATION_FUNCTIONS[name]
+    from .expressions import parse
+
+    expr = parse(name, ("z",), "activation")
+    return Activation(name, lambda zs: [expr.xreplace({Z_VAR: zi}) for zi in zs], None, None, expr)
+
+
+@lru_cache(maxsize=256)
+def loss_expression(name: str) -> sp.Expr | None:
+    """A user's loss term f(x, y) (summed over output components), or None for a built-in."""
+    if name in LOSS_FUNCTIONS:
+        return None
+    from .expressions import parse
+
+    return parse(name, ("x", "y"), "loss")
+
+
+def get_loss(name: str) -> LossFunction:
+    """ℓ(x, y) as a function of the output and target entries: built-in or Σ_j f(x_j, y_j)."""
+    if name in LOSS_FUNCTIONS:
+        return LOSS_FUNCTIONS[name]
+    f = loss_expression(name)
+    assert f is not None
+    return lambda x, y: sp.Add(*[f.xreplace({X_VAR: xj, Y_VAR: yj}) for xj, yj in zip(x, y)])

@@ -18,7 +18,7 @@ For softmax (not elementwise) G^k is derived in index form (symbolic n) and lift
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 
 import sympy as sp
 from sympy import HadamardProduct, Lambda, MatMul, MatrixSymbol, OneMatrix, Trace
@@ -262,3 +262,57 @@ def _collapse_range(e: sp.Expr, j: sp.Symbol, n: sp.Symbol) -> sp.Expr:
         raise ArithmeticError(f"no branch for 1 ≤ {j} ≤ {n} in {pw}")
 
     return e.replace(lambda x: isinstance(x, sp.Piecewise), pick)
+
+
+class ElementwisePair(sp.MatrixExpr):
+    """f(A_ij, B_ij) entry by entry for two matrices of one shape (a two-argument Lambda)."""
+
+    def __new__(cls, function: Lambda, A: sp.MatrixExpr, Bm: sp.MatrixExpr) -> ElementwisePair:
+        return super().__new__(cls, function, A, Bm)
+
+    @property
+    def function(self) -> Lambda:
+        return self.args[0]
+
+    @property
+    def shape(self) -> tuple[sp.Expr, sp.Expr]:
+        return self.args[1].shape
+
+    def _entry(self, i: int, j: int, **kwargs: object) -> sp.Expr:
+        return self.function(self.args[1][i, j], self.args[2][i, j])
+
+    def _eval_transpose(self) -> ElementwisePair:
+        return ElementwisePair(self.function, self.args[1].T, self.args[2].T)
+
+    def doit(self, **hints: object) -> sp.MatrixExpr:
+        args = [a.doit(**hints) if hasattr(a, "doit") else a for a in self.args[1:]]
+        return ElementwisePair(self.function, *args)
+
+
+V = sp.Symbol("v", real=True)  # the second variable of a two-argument Lambda
+
+
+@lru_cache(maxsize=256)
+def vjp_for(activation: str) -> sp.Eq:
+    """G^k = J_σ(Z^k)ᵀ Λ^k for a built-in or a user's elementwise activation."""
+    from .functions import get_activation
+
+    g = derive_general()
+    if activation in g.vjp:
+        return g.vjp[activation]
+    act = get_activation(activation)
+    Lc = Trace(_constraint(S.Lam, S.X, act.of, S.Z))
+    return sp.Eq(S.G, find_hadamard(normalize(Lc.diff(S.W)), S.Lam), evaluate=False)
+
+
+@lru_cache(maxsize=256)
+def output_adjoint_for(loss: str) -> sp.Eq:
+    """Λ^N = −(1/B) ∇_X ℓ for a built-in loss, or entry by entry for a user's Σ_j f(x_j, y_j)."""
+    from .functions import X_VAR, Y_VAR, loss_expression
+
+    g = derive_general()
+    if loss in g.output_adjoint:
+        return g.output_adjoint[loss]
+    f = loss_expression(loss)
+    df = sp.diff(f, X_VAR).xreplace({X_VAR: U, Y_VAR: V})  # ∂ℓ/∂x_j = f_x(x_j, y_j)
+    return sp.Eq(S.Lam, ElementwisePair(Lambda((U, V), -df / B), S.X, S.Y), evaluate=False)

@@ -20,8 +20,20 @@ from sympy import MatrixSymbol
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .codegen import Buffers, Emitter, compile_source, row_symbol
-from .functions import ACTIVATION_FUNCTIONS
-from .general import N_K, N_NEXT, N_PREV, SIGMA_K, B, GeneralDerivation, S, U, derive_general
+from .functions import X_VAR, Y_VAR, get_activation, loss_expression
+from .general import (
+    N_K,
+    N_NEXT,
+    N_PREV,
+    SIGMA_K,
+    B,
+    GeneralDerivation,
+    S,
+    U,
+    derive_general,
+    output_adjoint_for,
+    vjp_for,
+)
 from .spec import NetworkSpec
 
 ETA = sp.Symbol("eta")
@@ -52,16 +64,18 @@ class LayerCode:
 
 def _concrete(expr: sp.Basic, activation: str) -> sp.Basic:
     """Replace the abstract σ_k by the layer's activation."""
-    fn = ACTIVATION_FUNCTIONS[activation].function
+    act = get_activation(activation)
     return expr.replace(
-        lambda e: isinstance(e, sp.Function) and e.func == SIGMA_K,
-        lambda e: fn(e.args[0]) if fn is not None else e.args[0],
+        lambda e: isinstance(e, sp.Function) and e.func == SIGMA_K, lambda e: act.of(e.args[0])
     )
 
 
 def _in_outputs(vjp: sp.MatrixExpr, activation: str, Z: MatrixSymbol) -> tuple[sp.MatrixExpr, bool]:
     """Rewrite σ'(Z) as a function of X = σ(Z) where SymPy's σ' is a polynomial in σ."""
-    fn = ACTIVATION_FUNCTIONS[activation].function
+    act = get_activation(activation)
+    if act.custom:
+        return vjp, False
+    fn = act.function
 
     def rewrite(e: ElementwiseApplyFunction) -> sp.Basic:
         body = e.function.expr
@@ -93,7 +107,7 @@ class Assembler:
         sizes = {N_PREV: w[k - 1], N_K: w[k], N_NEXT: w[k + 1] if k < n else 1}
         Z = MatrixSymbol("Z^k", N_K, B)
         fused = k == n and spec.loss == "cross_entropy"
-        vjp_col = g.fused_softmax_ce.rhs if fused else g.vjp[act].rhs.xreplace({S.Z: Z})
+        vjp_col = g.fused_softmax_ce.rhs if fused else vjp_for(act).rhs.xreplace({S.Z: Z})
         vjp_col, no_z = _in_outputs(vjp_col, act, Z) if act != "softmax" else (vjp_col, True)
         z, x = f"z{k}", (f"z{k}" if no_z and act != "softmax" else f"x{k}")
         self.x_name[k] = x
@@ -157,7 +171,7 @@ class Assembler:
             code.forward = emit(z, R(S.Z), f"Z^{k} = X^{k - 1} W^{k}ᵀ + 1 b^{k}ᵀ")
             code.forward += emit(x, R(fwd), f"X^{k} = σ_{k}(Z^{k})") if fwd != Z else []
         if k == n:
-            code.adjoint = emit(f"lam{k}", R(g.output_adjoint[spec.loss].rhs), f"Λ^{k} (output)")
+            code.adjoint = emit(f"lam{k}", R(output_adjoint_for(spec.loss).rhs), f"Λ^{k} (output)")
         else:
             code.adjoint = emit(f"lam{k}", R(g.adjoint.rhs), f"Λ^{k} = W^{k + 1}ᵀ G^{k + 1}")
         code.vjp = emit(f"g{k}", R(vjp_col), f"G^{k}" + (" (fused softmax–CE)" if fused else ""))
@@ -190,6 +204,12 @@ def loss_lines(spec: NetworkSpec, asm: Assembler) -> list[str]:
     t = asm.buffers.declare("loss_t", ("B", w[-1]))
     if spec.loss == "mse":
         return [f"np.subtract({x}, Y, out={t})", f"loss = 0.5 * float(np.vdot({t}, {t})) / B"]
+    f = loss_expression(spec.loss)
+    if f is not None:  # a user's Σ_j f(x_j, y_j)
+        em = Emitter({}, asm.buffers, {})
+        xs, ys = em.array(x), em.array("Y")
+        em.elementwise(t, f.xreplace({X_VAR: xs, Y_VAR: ys}))
+        return [*em.lines, f"loss = float(np.sum({t})) / B"]
     m = asm.buffers.declare("loss_m", ("B", 1))
     e = asm.buffers.declare("loss_e", ("B", w[-1]))
     return [

@@ -13,7 +13,7 @@ from functools import cache
 
 import sympy as sp
 
-from .functions import ACTIVATION_FUNCTIONS, LOSS_FUNCTIONS, Activation, abstract_activation
+from .functions import Activation, abstract_activation, get_activation, get_loss
 from .spec import NetworkSpec
 
 
@@ -74,7 +74,7 @@ def layer_activations(spec: NetworkSpec, abstract: bool = False) -> dict[int, Ac
     """σ_k for k = 1..N: the spec's, or undefined functions σ_k with derivative σ'_k."""
     if abstract:
         return {k: _abstract(k) for k in range(1, spec.depth + 1)}
-    return {k: ACTIVATION_FUNCTIONS[a] for k, a in enumerate(spec.activations, start=1)}
+    return {k: get_activation(a) for k, a in enumerate(spec.activations, start=1)}
 
 
 def preactivation(sym: Symbols, k: int) -> list[sp.Expr]:
@@ -86,7 +86,7 @@ def lagrangian(
     spec: NetworkSpec, sym: Symbols, activations: dict[int, Activation]
 ) -> tuple[sp.Expr, sp.Expr, dict[int, list[sp.Expr]]]:
     """L, the loss ℓ(y, x^N), and the constraints c^k = x^k − σ_k(z^k) by layer."""
-    loss = LOSS_FUNCTIONS[spec.loss](list(sym.x[spec.depth]), list(sym.y))
+    loss = get_loss(spec.loss)(list(sym.x[spec.depth]), list(sym.y))
     constraints: dict[int, list[sp.Expr]] = {}
     terms = [loss]
     for k in range(1, spec.depth + 1):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import sympy as sp
+
 ACTIVATIONS: tuple[str, ...] = ("identity", "sigmoid", "tanh", "relu", "softplus", "softmax")
 LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
 
@@ -112,9 +114,17 @@ def _check_activations(activations: object, n_layers: int) -> tuple[str, ...]:
         if not isinstance(name, str):
             raise TypeError(f"activation of layer {k} must be a string, got {name!r}")
         if name not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {name!r} for layer {k}; known: {', '.join(ACTIVATIONS)}"
-            )
+            if name.strip().isidentifier():
+                raise ValueError(
+                    f"unknown activation {name!r} for layer {k}; known: {', '.join(ACTIVATIONS)}"
+                    f", or an expression in z such as 'z*tanh(softplus(z))'"
+                )
+            from .functions import get_activation
+
+            try:
+                get_activation(name)
+            except ValueError as exc:
+                raise ValueError(f"layer {k}: {exc}") from None
     return tuple(str(n) for n in names)
 
 
@@ -122,7 +132,15 @@ def _check_loss(loss: object, activations: tuple[str, ...]) -> str:
     if not isinstance(loss, str):
         raise TypeError(f"loss must be a string, got {loss!r}")
     if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
+        if loss.strip().isidentifier():
+            raise ValueError(
+                f"unknown loss {loss!r}; known: {', '.join(LOSSES)}, or an expression in x "
+                f"(output) and y (target) such as 'log(cosh(x - y))'"
+            )
+        from .functions import loss_expression
+
+        if not loss_expression(loss).has(sp.Symbol("x", real=True)):
+            raise ValueError(f"loss {loss!r} does not depend on the output x")
     if loss == "cross_entropy" and activations[-1] != "softmax":
         raise ValueError(
             f"loss 'cross_entropy' needs a softmax output layer, but layer {len(activations)} "

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from .field import Degenerate, Evaluator, Oracle, P, Value, seed_value
-from .functions import ACTIVATION_FUNCTIONS, LOSS_FUNCTIONS, Activation, relu, softmax
+from .functions import ACTIVATION_FUNCTIONS, Activation, get_activation, get_loss, relu, softmax
 from .kkt import Derivation, derive
 from .lagrangian import layer_activations, preactivation
 from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
@@ -156,7 +156,7 @@ def _chain_rule_side(
         max_deg = max(max_deg, layer.max_deg)
     u = sp.symbols(f"u1:{len(x) + 1}", real=True)
     head = Evaluator(dict(zip(u, x)) | {s: env[s] for s in d.target}, oracle, dims)
-    loss = head(LOSS_FUNCTIONS[d.spec.loss](u, list(d.target)))
+    loss = head(get_loss(d.spec.loss)(u, list(d.target)))
     tangent = loss.t or [0] * dims
     return dict(zip(params, tangent)), max(max_deg, head.max_deg, ev.max_deg)
 
@@ -203,7 +203,7 @@ def check_derivatives(spec: NetworkSpec) -> tuple[bool, str]:
     lines = []
     for name in dict.fromkeys(spec.activations):
         width = max(n for n, a in zip(spec.widths[1:], spec.activations) if a == name)
-        ok, line = _check_derivative(ACTIVATION_FUNCTIONS[name], width)
+        ok, line = _check_derivative(get_activation(name), width)
         lines.append(line)
         if not ok:
             return False, "\n".join(lines)
@@ -218,6 +218,9 @@ def _check_derivative(act: Activation, width: int) -> tuple[bool, str]:
         for a in ACTIVATION_FUNCTIONS.values()
         if a.function is not None and a.definition_in_exp is not None
     }
+    if act.custom:
+        used = sp.diff(act.of(u), u)
+        return True, f"{act.name}: σ' = {used}, SymPy's own derivative of the expression"
     if act.name == "identity":
         ok = sp.diff(act.apply([u])[0], u) == 1
         return ok, "identity: σ(z) = z, σ'(z) = 1"

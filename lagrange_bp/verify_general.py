@@ -22,7 +22,7 @@ import sympy as sp
 from sympy import MatrixSymbol, OneMatrix, Trace
 
 from .field import Degenerate, Evaluator, Oracle, P, seed_value
-from .functions import ACTIVATION_FUNCTIONS
+from .functions import ACTIVATION_FUNCTIONS, get_activation
 from .general import (
     N_K,
     N_NEXT,
@@ -38,6 +38,8 @@ from .general import (
     elementwise,
     is_zero,
     normalize,
+    output_adjoint_for,
+    vjp_for,
 )
 from .kkt import Derivation, derive
 from .spec import NetworkSpec
@@ -192,18 +194,20 @@ def generic_layer_equations(spec: NetworkSpec, d: Derivation, g: GeneralDerivati
     acts, n = spec.activations, spec.depth
     fused = spec.loss == "cross_entropy" and acts[-1] == "softmax"
     for k in range(1, n + 1):
-        act = ACTIVATION_FUNCTIONS[acts[k - 1]]
+        act = get_activation(acts[k - 1])
         if act.name == "softmax":
             z = list(instantiate(S.Z, d, k))
             out["x"][k] = sp.Matrix(act.apply(z))
         else:
-            fn = act.function if act.function is not None else (lambda u: u)
-            out["x"][k] = instantiate(elementwise(fn, S.Z), d, k)
+            out["x"][k] = instantiate(elementwise(act.of, S.Z), d, k)
     for k in range(n, 0, -1):
-        G = g.fused_softmax_ce.rhs if (fused and k == n) else g.vjp[acts[k - 1]].rhs
+        vjp = g.vjp[acts[k - 1]] if acts[k - 1] in g.vjp else vjp_for(acts[k - 1])
+        G = g.fused_softmax_ce.rhs if (fused and k == n) else vjp.rhs
         out["G"][k] = instantiate(G, d, k)
         if k == n:
-            out["lam"][k] = instantiate(g.output_adjoint[spec.loss].rhs, d, k)
+            adj = g.output_adjoint.get(spec.loss, None)
+            adj = adj if adj is not None else output_adjoint_for(spec.loss)
+            out["lam"][k] = instantiate(adj.rhs, d, k)
         else:
             out["lam"][k] = instantiate(g.adjoint.rhs, d, k, {S.G_next: out["G"][k + 1]})
         out["W"][k] = instantiate(g.weight_gradient.rhs, d, k, {S.G: out["G"][k]})
