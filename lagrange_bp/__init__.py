@@ -3,6 +3,7 @@
 from .checkpoint import CheckpointError
 from .kkt import Derivation, derive
 from .model import Model, compile
+from .rules import RuleReport, check_rule
 from .spec import ACTIVATIONS, LOSSES, MAX_EXACT_WEIGHTS, NetworkSpec
 from .train import TrainingDiverged, TrainResult, evaluate, train
 from .verify import Report, Step, verify
@@ -16,9 +17,11 @@ __all__ = [
     "Model",
     "NetworkSpec",
     "Report",
+    "RuleReport",
     "Step",
     "TrainResult",
     "TrainingDiverged",
+    "check_rule",
     "compile",
     "derive",
     "evaluate",

@@ -6,12 +6,13 @@ Exit codes: 0 success (proven), 1 not proven, 2 bad input (one line on stderr, n
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from .cli_train import (
     BadInput,
@@ -25,6 +26,7 @@ from .kkt import derive
 from .model import Model
 from .render import FORMATS, render
 from .render_general import render_general
+from .rules import RULES, check_rule
 from .spec import ACTIVATIONS, LOSSES, MAX_EXACT_WEIGHTS, NetworkSpec
 from .train import evaluate, train
 from .verify import Report, verify
@@ -46,7 +48,16 @@ def _widths(text: str) -> list[int]:
 
 
 def _names(text: str) -> list[str]:
-    return [a.strip() for a in text.split(",")]
+    """Split on commas outside brackets, so expressions such as 'z*tanh(z)' stay whole."""
+    names, depth, current = [], 0, ""
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            names.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    return [*names, current.strip()]
 
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -107,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=2, help="random points per identity test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = sub.add_parser(
+        "check",
+        help="check your own derived rule (imports and runs YOUR Python file)",
+        description="Check a rule you derived against the KKT equations. --candidate "
+        "FILE.py:NAME imports FILE.py and calls NAME with keyword arguments (NumPy arrays, "
+        "rows = samples): this runs your code, on your machine, as any import does.",
+    )
+    p.add_argument("--rule", required=True, choices=RULES)
+    p.add_argument("--candidate", required=True, help="FILE.py:FUNCTION, your rule")
+    _add_spec_args(p)
+    p.add_argument("--seed", type=int, default=0)
     add_train_parser(sub)
     sub.add_parser("demo", help="derive, prove, compile and train: the whole pipeline in a minute")
     return parser
@@ -218,6 +240,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def load_candidate(ref: str) -> Callable[..., Any]:
+    """Import FILE.py and return its attribute NAME, for ``--candidate FILE.py:NAME``."""
+    path, sep, name = ref.rpartition(":")
+    if not sep or not path or not name:
+        raise BadInput(f"--candidate must be FILE.py:FUNCTION, got {ref!r}")
+    if not os.path.isfile(path):
+        raise BadInput(f"--candidate: file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location("lagrange_bp_candidate", path)
+    if module_spec is None or module_spec.loader is None:
+        raise BadInput(f"--candidate: cannot import {path!r} as Python")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: report it on one line
+        raise BadInput(
+            f"--candidate: importing {path} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise BadInput(f"--candidate: {path} has no function {name!r}")
+    return fn
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    spec, _ = _spec(args)
+    candidate = load_candidate(args.candidate)
+    try:
+        report = check_rule(spec, args.rule, candidate, seed=args.seed)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    print(report)
+    return 0 if report.ok else 1
+
+
 def _first_line(report: Report) -> str:
     return str(report).splitlines()[0]
 
@@ -230,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "derive": cmd_derive,
             "verify": cmd_verify,
             "demo": cmd_demo,
+            "check": cmd_check,
             "train": cmd_train,
             "evaluate": cmd_evaluate,
         }
