@@ -102,6 +102,11 @@ def _t(e: sp.Basic) -> str:
     return TextPrinter().doprint(_short(e))
 
 
+def text(e: sp.Basic) -> str:
+    """A generic-layer matrix expression as a student writes it: W^{k+1}ᵀ (σ'(Z) ⊙ Λ)."""
+    return _t(e)
+
+
 def _tex(e: sp.Basic) -> str:
     return TexPrinter().doprint(_short(e))
 

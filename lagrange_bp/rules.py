@@ -38,6 +38,7 @@ from .general import (
     output_adjoint_for,
 )
 from .model import Model
+from .render_general import text
 from .spec import NetworkSpec
 
 RULES = ("forward", "output_adjoint", "adjoint", "weight_gradient", "bias_gradient")
@@ -370,12 +371,10 @@ def _check_symbolic(spec: NetworkSpec, rule: str, candidate: sp.Basic) -> RuleRe
         return report
     if candidate.shape != expected.shape:
         report.ok = False
-        report.counterexample = (
-            f"shape {candidate.shape} ≠ expected {expected.shape}: expected {normalize(expected)}"
-        )
+        report.counterexample = f"shape {candidate.shape} ≠ expected {expected.shape}: expected {text(normalize(expected))}"
         return report
     if is_zero(candidate - expected):
-        report.checked = [f"{normalize(candidate)} = {normalize(expected)} exactly"]
+        report.checked = [f"{text(normalize(candidate))} = {text(normalize(expected))} exactly"]
         return report
     diff = _numeric_difference(candidate, expected)
     if diff is None:
@@ -383,7 +382,7 @@ def _check_symbolic(spec: NetworkSpec, rule: str, candidate: sp.Basic) -> RuleRe
         return report
     report.ok = False
     report.counterexample = (
-        f"expected {normalize(expected)}\ngot      {normalize(candidate)}\n" + diff
+        f"expected {text(normalize(expected))}\ngot      {text(normalize(candidate))}\n" + diff
     )
     return report
 
