@@ -371,7 +371,10 @@ def _check_symbolic(spec: NetworkSpec, rule: str, candidate: sp.Basic) -> RuleRe
         return report
     if candidate.shape != expected.shape:
         report.ok = False
-        report.counterexample = f"shape {candidate.shape} ≠ expected {expected.shape}: expected {text(normalize(expected))}"
+        report.counterexample = (
+            f"shape {candidate.shape} ≠ expected {expected.shape}: "
+            f"expected {text(normalize(expected))}"
+        )
         return report
     if is_zero(candidate - expected):
         report.checked = [f"{text(normalize(candidate))} = {text(normalize(expected))} exactly"]
