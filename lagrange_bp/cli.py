@@ -26,6 +26,7 @@ from .kkt import derive
 from .model import Model
 from .render import FORMATS, render
 from .render_general import render_general
+from .report_doc import latex_document, markdown_page
 from .rules import RULES, check_rule
 from .spec import ACTIVATIONS, LOSSES, MAX_EXACT_WEIGHTS, NetworkSpec
 from .train import evaluate, train
@@ -113,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("derive", help="print the Lagrangian and its KKT conditions")
     _add_spec_args(p)
     p.add_argument("--format", choices=FORMATS, default="text")
+    p.add_argument(
+        "--output",
+        help="write to this file instead of printing; with latex a complete document, with "
+        "markdown a web page, each with the proof summary",
+    )
     p = sub.add_parser("verify", help="prove the derived equations are backpropagation")
     _add_spec_args(p)
     p.add_argument("--trials", type=int, default=2, help="random points per identity test")
@@ -154,7 +160,20 @@ def cmd_derive(args: argparse.Namespace) -> int:
         return 0
     spec, limit = _spec(args)
     d = derive(spec, max_weights=limit)
-    print(render(d, args.format))
+    if not args.output:
+        print(render(d, args.format))
+        return 0
+    if args.format in ("latex", "markdown"):
+        report = verify(spec, max_weights=limit, derivation=d)
+        page = latex_document(d, report) if args.format == "latex" else markdown_page(d, report)
+    else:
+        page = render(d, args.format) + "\n"
+    try:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(page)
+    except OSError as exc:
+        raise BadInput(f"cannot write --output {args.output!r}: {exc.strerror}") from None
+    print(f"{args.format} derivation of {spec.describe()} written to {args.output}")
     return 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,7 @@ import numpy as np
 from . import checkpoint
 from .datasets import BUILTIN, Dataset, load, load_file
 from .model import DTYPES, Model, Params
+from .plots import plot_history
 from .spec import NetworkSpec
 from .train import TrainingDiverged, evaluate, train
 
@@ -210,33 +210,6 @@ def _progress_bar(epochs: int, quiet: bool) -> Any:
         bar.update(1)
 
     return update
-
-
-def plot_history(history: dict[str, list[float]], path: str, title: str) -> None:
-    """Learning curves: loss per epoch (train, test) and, for classification, accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    acc = "val_accuracy" in history
-    fig, axes = plt.subplots(1, 2 if acc else 1, figsize=(10 if acc else 5.5, 4))
-    axes = np.atleast_1d(axes)
-    axes[0].plot(history["epoch"], history["train_loss"], label="train")
-    if "val_loss" in history:
-        axes[0].plot(history["epoch"], history["val_loss"], label="test")
-    axes[0].set(xlabel="epoch", ylabel="loss J", yscale="log", title="loss")
-    axes[0].legend()
-    if acc:
-        axes[1].plot(history["epoch"], [100 * a for a in history["train_accuracy"]], label="train")
-        axes[1].plot(history["epoch"], [100 * a for a in history["val_accuracy"]], label="test")
-        axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-        axes[1].legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def trained_gradient_gap(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> float:

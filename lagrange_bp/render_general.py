@@ -102,6 +102,11 @@ def _t(e: sp.Basic) -> str:
     return TextPrinter().doprint(_short(e))
 
 
+def latex(e: sp.Basic) -> str:
+    """A generic-layer matrix expression as textbook LaTeX: W^{(k+1)\\top} (σ' ⊙ Λ)."""
+    return _tex(e)
+
+
 def text(e: sp.Basic) -> str:
     """A generic-layer matrix expression as a student writes it: W^{k+1}ᵀ (σ'(Z) ⊙ Λ)."""
     return _t(e)

@@ -66,11 +66,13 @@ def train(
     *,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_batch: Callable[[int, int, Params], None] | None = None,
 ) -> TrainResult:
     """Train with mini-batch SGD; ``params`` default to ``model.init_params(seed)``.
 
     ``validation=(X_val, Y_val)`` adds validation loss (and accuracy) to the history;
-    ``on_epoch(epoch, metrics)`` is called after every epoch (progress display).
+    ``on_epoch(epoch, metrics)`` is called after every epoch (progress display), and
+    ``on_batch(epoch, batch, params)`` after every SGD step (read ``params``, do not keep them).
     Raises ``TrainingDiverged`` naming the epoch and batch if the parameters become NaN/inf.
     """
     if not isinstance(model, Model):
@@ -107,6 +109,8 @@ def train(
                 model.sgd_step(params, Xs[rows], Ys[rows], lr, check=False)
                 if not np.isfinite(params[-1][1]).all():
                     _diverged(epoch, i + 1, n_batches, lr)
+                if on_batch is not None:
+                    on_batch(epoch, i + 1, params)
             if not all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in params):
                 _diverged(epoch, n_batches, n_batches, lr)
             metrics = {"epoch": float(epoch), "train_loss": model.loss(params, X, Y)}
