@@ -31,7 +31,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_ruff_is_clean() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "lagrange_bp", "tests", "benchmarks"],
+        [sys.executable, "-m", "ruff", "check", "lagrange_bp", "tests", "benchmarks", "notebooks"],
         cwd=ROOT,
         capture_output=True,
         text=True,
