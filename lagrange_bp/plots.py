@@ -51,8 +51,9 @@ def plot_history(
     return _save(fig, path)
 
 
-def plot_residuals(steps: list[int], residuals: dict[str, list[float]],
-                   path: str | Path | None = None) -> Any:
+def plot_residuals(
+    steps: list[int], residuals: dict[str, list[float]], path: str | Path | None = None
+) -> Any:
     """Left: KKT residuals against the SGD step (exact zeros drawn at 1e-20, the dashed line is
     float64's rounding unit); right: the gradient norm."""
     plt = _pyplot()
@@ -61,10 +62,20 @@ def plot_residuals(steps: list[int], residuals: dict[str, list[float]],
     for name, values in residuals.items():
         ax = left if "residual" in name else right
         ax.plot(steps, np.maximum(values, floor), label=name)
-    left.axhline(np.finfo(float).eps, color="grey", linestyle="--", linewidth=1,
-                 label="float64 rounding unit")
-    left.set(xlabel="SGD step", ylabel="max |residual| (log)", yscale="log", ylim=(floor / 10, 1),
-             title="∂L/∂λ = 0 and ∂L/∂x = 0 hold at every step")
+    left.axhline(
+        np.finfo(float).eps,
+        color="grey",
+        linestyle="--",
+        linewidth=1,
+        label="float64 rounding unit",
+    )
+    left.set(
+        xlabel="SGD step",
+        ylabel="max |residual| (log)",
+        yscale="log",
+        ylim=(floor / 10, 1),
+        title="∂L/∂λ = 0 and ∂L/∂x = 0 hold at every step",
+    )
     right.set(xlabel="SGD step", ylabel="norm (log)", yscale="log", title="‖∂L/∂θ‖ falls")
     left.legend()
     right.legend()
