@@ -150,12 +150,22 @@ def to_json(d: Derivation) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
+MARKDOWN_TITLES = {
+    "pre-activations z^k = W^k x^{k-1} + b^k": "Pre-activations z^k = W^k x^(k-1) + b^k",
+    "1. dL/dlambda = 0: forward pass": "1. ∂L/∂λ = 0 gives the forward pass",
+    "2. dL/dx = 0: adjoint recursion, from k = N down": "2. ∂L/∂x = 0 gives the adjoint recursion, from k = N down",
+    "3. dL/dW, dL/db: gradient": "3. ∂L/∂W and ∂L/∂b give the gradient",
+    "update rule": "Update rule",
+}
+
+
 def to_markdown(d: Derivation) -> str:
     """The LaTeX blocks as a Markdown page: a heading and a $$ display per block."""
     out = []
     for line in to_latex(d).splitlines():
         if line.startswith("% "):
-            out.append(("## " if "lagrange_bp" in line else "### ") + line[2:])
+            title = MARKDOWN_TITLES.get(line[2:], line[2:])
+            out.append(("## " if "lagrange_bp" in line else "### ") + title)
         elif line == r"\begin{align*}":
             out += ["", "$$", line]
         elif line == r"\end{align*}":
