@@ -153,7 +153,9 @@ def to_json(d: Derivation) -> str:
 MARKDOWN_TITLES = {
     "pre-activations z^k = W^k x^{k-1} + b^k": "Pre-activations z^k = W^k x^(k-1) + b^k",
     "1. dL/dlambda = 0: forward pass": "1. ∂L/∂λ = 0 gives the forward pass",
-    "2. dL/dx = 0: adjoint recursion, from k = N down": "2. ∂L/∂x = 0 gives the adjoint recursion, from k = N down",
+    "2. dL/dx = 0: adjoint recursion, from k = N down": (
+        "2. ∂L/∂x = 0 gives the adjoint recursion, from k = N down"
+    ),
     "3. dL/dW, dL/db: gradient": "3. ∂L/∂W and ∂L/∂b give the gradient",
     "update rule": "Update rule",
 }
