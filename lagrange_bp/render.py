@@ -29,8 +29,9 @@ def _condition(d: Derivation, var: sp.Symbol) -> sp.Expr:
 
 def _header(d: Derivation) -> str:
     s = d.spec
+    layers = f"{s.depth} layer" + ("s" if s.depth != 1 else "")
     return (
-        f"network {'-'.join(map(str, s.widths))} (N = {s.depth} layers), activations "
+        f"network {'-'.join(map(str, s.widths))} (N = {layers}), activations "
         f"{', '.join(s.activations)}, loss {s.loss}; one sample"
     )
 
