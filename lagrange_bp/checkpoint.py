@@ -87,23 +87,34 @@ def load(path: str | Path) -> tuple[NetworkSpec, Params, dict[str, Any]]:
     try:
         meta_text = str(files["meta"][()])
         meta = json.loads(meta_text)
-        if meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
         spec = NetworkSpec(meta["widths"], meta["activations"], meta["loss"])
         params = [(files[f"W{k}"], files[f"b{k}"]) for k in range(1, spec.depth + 1)]
         digest = str(files["sha256"][()])
-    except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise CheckpointError(
             f"model file {path.name!r} is not a valid lagrange_bp checkpoint: {exc}"
         ) from None
-    if _digest(meta_text, params) != digest:
+    if not isinstance(meta.get("info", {}), dict):
+        raise CheckpointError(f"model file {path.name!r} is not a valid lagrange_bp checkpoint")
+    try:
+        same = _digest(meta_text, params) == digest
+    except (TypeError, ValueError):
+        same = False
+    if not same:
         raise CheckpointError(
             f"model file {path.name!r} was altered or corrupted: its checksum "
             f"does not match its contents"
         )
     for k, (W, b) in enumerate(params, start=1):
         shapes = ((spec.widths[k], spec.widths[k - 1]), (spec.widths[k],))
-        finite = W.dtype.kind == "f" and np.isfinite(W).all() and np.isfinite(b).all()
+        finite = (
+            W.dtype.kind == "f"
+            and b.dtype.kind == "f"
+            and np.isfinite(W).all()
+            and np.isfinite(b).all()
+        )
         if W.shape != shapes[0] or b.shape != shapes[1] or not finite:
             raise CheckpointError(
                 f"model file {path.name!r} does not match its own network {spec.describe()}: "

@@ -19,6 +19,7 @@ from .cli_train import (
     add_train_parser,
     cmd_evaluate,
     cmd_train,
+    split_names,
     trained_gradient_gap,
 )
 from .datasets import load
@@ -48,26 +49,13 @@ def _widths(text: str) -> list[int]:
         ) from None
 
 
-def _names(text: str) -> list[str]:
-    """Split on commas outside brackets, so expressions such as 'z*tanh(z)' stay whole."""
-    names, depth, current = [], 0, ""
-    for ch in text:
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if ch == "," and depth == 0:
-            names.append(current.strip())
-            current = ""
-        else:
-            current += ch
-    return [*names, current.strip()]
-
-
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--widths", type=_widths, default=None, help="layer widths n_0,...,n_N (default 2,3,1)"
     )
     p.add_argument(
         "--activations",
-        type=_names,
+        type=split_names,
         default=None,
         help=f"one name, or one per layer 1..N, comma-separated; "
         f"known: {', '.join(ACTIVATIONS)} (default sigmoid)",

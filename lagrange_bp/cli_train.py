@@ -21,6 +21,19 @@ class BadInput(Exception):
     """A user error: reported on one line, exit status 2."""
 
 
+def split_names(text: str) -> list[str]:
+    """Split on commas outside brackets, so expressions such as 'z*tanh(z)' stay whole."""
+    names, depth, current = [], 0, ""
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            names.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    return [*names, current.strip()]
+
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help=f"a built-in dataset: {', '.join(BUILTIN)}")
     p.add_argument("--data", help="your own .csv (with a header row) or .npz file")
@@ -72,7 +85,7 @@ def spec_for(args: argparse.Namespace, data: Dataset) -> NetworkSpec:
     except ValueError:
         raise BadInput(f"widths must be comma-separated integers, got {args.widths!r}") from None
     acts = (
-        args.activations.split(",")
+        split_names(args.activations)
         if args.activations
         else ["tanh"] * (len(widths) - 2) + ["softmax" if classify else "identity"]
     )
@@ -97,8 +110,8 @@ def check_fits(spec: NetworkSpec, data: Dataset, what: str) -> None:
 def _positive(args: argparse.Namespace) -> None:
     for name in ("epochs", "batch_size", "lr"):
         value = getattr(args, name)
-        if not value > 0:
-            raise BadInput(f"--{name.replace('_', '-')} must be > 0, got {value}")
+        if not (value > 0 and np.isfinite(value)):
+            raise BadInput(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -123,6 +136,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar(None, None)
         print(f"lagrange-bp: error: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # data the model's checks refuse
+        bar(None, None)
+        raise BadInput(str(exc)) from None
     bar(None, None)
     final = {
         "train": evaluate(model, result.params, data.X_train, data.Y_train),

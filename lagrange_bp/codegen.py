@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import sympy as sp
 from sympy import HadamardProduct, MatAdd, MatMul, MatrixSymbol, OneMatrix, Transpose
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
@@ -299,7 +300,12 @@ class Emitter:
 def _num(x: sp.Basic) -> str:
     """A scalar in the generated code: a float literal, or a Python expression in B, eta."""
     x = sp.sympify(x)
-    return repr(float(x)) if x.is_Number else f"({sp.pycode(x)})"
+    if x.is_number:  # π, √2, exp(1), … as float literals
+        value = complex(x)
+        if value.imag != 0 or not np.isfinite(value.real):
+            raise ValueError(f"constant {x} is not a finite real number")
+        return repr(value.real)
+    return f"({sp.pycode(x)})"
 
 
 def _is_broadcast(e: sp.Basic) -> bool:

@@ -94,7 +94,14 @@ def load_file(
     if path.suffix.lower() == ".npz":
         X, raw = _read_npz(path, target)
     else:
-        X, raw = _read_csv(path, target)
+        try:
+            X, raw = _read_csv(path, target)
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path.name}: cannot read as CSV: {exc}") from None
+    if not np.isfinite(X).all():
+        raise ValueError(f"{path.name}: NaN or inf among the feature values")
+    if raw.dtype.kind in "biuf" and not np.isfinite(raw.astype(float)).all():
+        raise ValueError(f"{path.name}: NaN or inf in the target {target!r}")
     labels = np.unique(raw)
     numeric = raw.dtype.kind in "biuf"
     integral = numeric and np.all(np.mod(raw.astype(float), 1) == 0)

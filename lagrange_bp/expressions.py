@@ -79,7 +79,12 @@ def parse(text: str, variables: tuple[str, ...], what: str) -> sp.Expr:
             f"{what} expression is too large ({nodes} syntax nodes, at most {MAX_NODES})"
         )
     symbols = {v: sp.Symbol(v, real=True) for v in variables}
-    return _Builder(text, symbols, what).build(tree.body, 0)
+    expr = _Builder(text, symbols, what).build(tree.body, 0)
+    if expr.has(sp.I, sp.zoo, sp.oo, -sp.oo, sp.nan):
+        raise ValueError(
+            f"{what} {text!r} is not a real, finite expression: it simplifies to {expr}"
+        )
+    return expr
 
 
 class _Builder:
@@ -111,7 +116,7 @@ class _Builder:
             left = self.build(node.left, depth + 1)
             right = self.build(node.right, depth + 1)
             if isinstance(node.op, ast.Pow):
-                self.check_exponent(node, right)
+                self.check_exponent(node, left, right)
             if isinstance(node.op, ast.Div) and right == 0:
                 raise self.fail(node, "division by zero")
             return BINARY[type(node.op)](left, right)
@@ -137,9 +142,13 @@ class _Builder:
             raise self.fail(node, f"numbers must be finite and at most {MAX_CONSTANT:g}")
         return sp.Integer(v) if isinstance(v, int) else sp.Rational(repr(v))
 
-    def check_exponent(self, node: ast.BinOp, exponent: sp.Expr) -> None:
+    def check_exponent(self, node: ast.BinOp, base: sp.Expr, exponent: sp.Expr) -> None:
         if exponent.is_number and (abs(exponent) > MAX_EXPONENT):
             raise self.fail(node, f"constant exponents must be at most {MAX_EXPONENT} in size")
+        if base.is_number and exponent.is_number and base != 0:
+            size = float(abs(exponent)) * abs(math.log10(float(abs(base))))
+            if size > math.log10(MAX_CONSTANT):  # bound constant powers before SymPy builds them
+                raise self.fail(node, f"constant powers must stay within {MAX_CONSTANT:g} in size")
 
     def call(self, node: ast.Call, depth: int) -> sp.Expr:
         if not isinstance(node.func, ast.Name):

@@ -183,7 +183,9 @@ def _derivative_rule(
     func: type, j: int, fixed: tuple[sp.Basic | None, ...]
 ) -> tuple[list[sp.Basic], sp.Expr]:
     """∂f(u_1..u_m)/∂u_j as SymPy states it (``fdiff``), in placeholder symbols u_i."""
-    placeholders = [a if a is not None else sp.Dummy(f"u{i}") for i, a in enumerate(fixed)]
+    placeholders = [
+        a if a is not None else sp.Dummy(f"u{i}", real=True) for i, a in enumerate(fixed)
+    ]
     return placeholders, sp.diff(func(*placeholders), placeholders[j])
 
 

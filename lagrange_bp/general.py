@@ -76,7 +76,10 @@ def normalize(e: sp.Basic) -> sp.Basic:
     args = [normalize(a) for a in e.args]
     if isinstance(e, Lambda):
         (v,), body = e.variables, args[1]
-        return Lambda(U, body.xreplace({v: U}))
+        body = body.xreplace({v: U})
+        if body.has(sp.Derivative):  # U is real: d|u|/du = sign(u); σ' of an abstract σ stays
+            body = body.doit()
+        return Lambda(U, body)
     if isinstance(e, HadamardProduct):
         coeff, mats = sp.S.One, []
         for a in args:
@@ -300,9 +303,17 @@ def vjp_for(activation: str) -> sp.Eq:
     g = derive_general()
     if activation in g.vjp:
         return g.vjp[activation]
-    act = get_activation(activation)
-    Lc = Trace(_constraint(S.Lam, S.X, act.of, S.Z))
-    return sp.Eq(S.G, find_hadamard(normalize(Lc.diff(S.W)), S.Lam), evaluate=False)
+    # The generic G^k = σ'(Z^k) ⊙ Λ^k (σ abstract), with σ' SymPy's derivative of the user's σ.
+    # (Differentiating the trace with the user's σ inside is not safe: SymPy's matrix calculus
+    # turns d/dW of sin(1)·(W X) into sin(W X), silently.)
+    dsigma = sp.diff(get_activation(activation).of(U), U)
+    return sp.Eq(
+        S.G,
+        g.vjp["σ"].rhs.replace(
+            lambda e: isinstance(e, Lambda) and e.expr.has(SIGMA_K), lambda e: Lambda(U, dsigma)
+        ),
+        evaluate=False,
+    )
 
 
 @lru_cache(maxsize=256)

@@ -9,6 +9,7 @@ forward constraint X^k = σ(Z^k) is used to do so, and Z^k shares X^k's buffer.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -277,7 +278,7 @@ def build_kernels(spec: NetworkSpec) -> tuple[dict[str, Kernel], dict[str, tuple
         text = "\n".join(body) + "\n" + ret
         used = [b for b in names if re.search(rf"\b{b}\b", text)]
         src = _function(name, args, used, body, ret, n)
-        fn = compile_source(name, src, {"np": np})
+        fn = compile_source(name, src, {"np": np, "math": math})
         kernels[name] = Kernel(name, src, equations, fn)
         kernels[name].buffer_names = used  # type: ignore[attr-defined]
     return kernels, asm.buffers.shapes

@@ -17,6 +17,7 @@ from .spec import NetworkSpec
 
 Params = list[tuple[np.ndarray, np.ndarray]]
 DTYPES = ("float64", "float32")
+MAX_BUFFER_SETS = 16  # preallocated buffers kept for this many (kernel, batch size) pairs
 
 
 class Model:
@@ -48,6 +49,8 @@ class Model:
 
     def _buf(self, kernel: str, batch: int) -> tuple[np.ndarray, ...]:
         key = (kernel, batch)
+        if key not in self._buffers and len(self._buffers) >= MAX_BUFFER_SETS:
+            self._buffers.pop(next(iter(self._buffers)))  # the oldest batch size
         if key not in self._buffers:
             names = self.kernels[kernel].buffer_names  # type: ignore[attr-defined]
             self._buffers[key] = tuple(
@@ -88,9 +91,9 @@ class Model:
     def adjoint(self, params: Params, X: np.ndarray, Y: np.ndarray) -> list[np.ndarray]:
         """λ^k for k = 1..N, each (B, n_k): the multipliers at the KKT point (= −∂J/∂x^k)."""
         p, X, Y = self.check_params(params), *self.check_data(X, Y)
-        return [
-            lam.copy() for lam in self.kernels["adjoint"].fn(p, X, Y, self._buf("adjoint", len(X)))
-        ]
+        with np.errstate(divide="ignore", invalid="ignore"):  # λ^N = y/(B x^N) may be inf
+            lams = self.kernels["adjoint"].fn(p, X, Y, self._buf("adjoint", len(X)))
+        return [lam.copy() for lam in lams]
 
     def sgd_step(
         self, params: Params, X: np.ndarray, Y: np.ndarray, lr: float, *, check: bool = True
@@ -100,7 +103,14 @@ class Model:
         ``check=False`` skips the boundary checks, for a training loop that made them once.
         """
         if check:
-            params = self.check_params(params)
+            checked = self.check_params(params)
+            for k, (pair, own) in enumerate(zip(checked, params), start=1):
+                if any(a is not b for a, b in zip(pair, own)):
+                    raise ValueError(
+                        f"sgd_step updates params in place, so W^{k} and b^{k} must already be "
+                        f"C-contiguous {self.dtype} NumPy arrays (the model's dtype); convert "
+                        f"them first, or use lbp.train, which works on its own copy"
+                    )
             X, Y = self.check_data(X, Y)
             if not np.isfinite(lr) or lr <= 0:
                 raise ValueError(f"lr must be a positive finite number, got {lr!r}")

@@ -8,7 +8,6 @@ smaller number of rows.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -86,7 +85,7 @@ def train(
     if validation is not None:
         validation = model.check_data(*validation)
     start_params = model.init_params(seed) if params is None else model.check_params(params)
-    params = copy.deepcopy([(np.array(W), np.array(b)) for W, b in start_params])
+    params = [(np.array(W), np.array(b)) for W, b in start_params]  # our own copies
     rng = np.random.default_rng(seed)
     n = len(X)
     n_batches = -(-n // batch_size)

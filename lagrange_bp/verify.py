@@ -266,6 +266,11 @@ def verify(
         raise TypeError(f"spec must be a lagrange_bp.NetworkSpec, got {type(spec).__name__}")
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    if derivation is not None and (derivation.spec != spec or derivation.abstract):
+        raise ValueError(
+            f"derivation is for {derivation.spec.describe()}"
+            f"{' with abstract σ' if derivation.abstract else ''}, not for {spec.describe()}"
+        )
     concrete = derivation if derivation is not None else derive(spec, max_weights=max_weights)
     abstract = derive(spec, abstract=True, max_weights=max_weights)
     if progress:

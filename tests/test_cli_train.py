@@ -112,9 +112,15 @@ def files(tmp_path: Path) -> dict[str, Path]:
         (["train", "--data", "{single}", "--target", "y"], "single class"),
         (["train", "--data", "{bad}"], "--data needs --target COLUMN"),
         (["train", "--dataset", "iris", "--data", "{bad}"], "either --dataset NAME or --data"),
-        (["train", "--dataset", "iris", "--epochs", "0"], "--epochs must be > 0, got 0"),
-        (["train", "--dataset", "iris", "--batch-size", "-2"], "--batch-size must be > 0"),
-        (["train", "--dataset", "iris", "--lr", "0"], "--lr must be > 0"),
+        (
+            ["train", "--dataset", "iris", "--epochs", "0"],
+            "--epochs must be a finite number > 0, got 0",
+        ),
+        (
+            ["train", "--dataset", "iris", "--batch-size", "-2"],
+            "--batch-size must be a finite number > 0",
+        ),
+        (["train", "--dataset", "iris", "--lr", "0"], "--lr must be a finite number > 0"),
         (
             ["train", "--dataset", "iris", "--widths", "5,3"],
             "--widths is 5-3, which does not fit iris: it has 4 features (n_0) and 3 outputs",
