@@ -49,6 +49,7 @@ class Kernel:
     source: str
     equations: list[tuple[str, sp.Basic]]
     fn: Callable[..., Any]
+    buffer_names: list[str]  # the preallocated arrays it unpacks from ``buf``, in order
 
 
 @dataclass
@@ -279,6 +280,5 @@ def build_kernels(spec: NetworkSpec) -> tuple[dict[str, Kernel], dict[str, tuple
         used = [b for b in names if re.search(rf"\b{b}\b", text)]
         src = _function(name, args, used, body, ret, n)
         fn = compile_source(name, src, {"np": np, "math": math})
-        kernels[name] = Kernel(name, src, equations, fn)
-        kernels[name].buffer_names = used  # type: ignore[attr-defined]
+        kernels[name] = Kernel(name, src, equations, fn, used)
     return kernels, asm.buffers.shapes

@@ -52,7 +52,7 @@ class Model:
         if key not in self._buffers and len(self._buffers) >= MAX_BUFFER_SETS:
             self._buffers.pop(next(iter(self._buffers)))  # the oldest batch size
         if key not in self._buffers:
-            names = self.kernels[kernel].buffer_names  # type: ignore[attr-defined]
+            names = self.kernels[kernel].buffer_names
             self._buffers[key] = tuple(
                 np.empty(tuple(batch if d == "B" else d for d in self._shapes[n]), self.dtype)
                 for n in names
