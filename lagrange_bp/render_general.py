@@ -102,8 +102,19 @@ def _t(e: sp.Basic) -> str:
     return TextPrinter().doprint(_short(e))
 
 
-def latex(e: sp.Basic) -> str:
-    """A generic-layer matrix expression as textbook LaTeX: W^{(k+1)\\top} (σ' ⊙ Λ)."""
+def latex(e: sp.Basic, layer: str = "k") -> str:
+    """A generic-layer matrix expression as textbook LaTeX: W^{(k+1)\\top} (σ' ⊙ Λ).
+
+    ``layer="N"`` writes layer k's symbols as the output layer's, ``layer="k+1"`` as the next
+    layer's (X^{(k)} → X^{(k+1)}, σ_k → σ_{k+1}, …), for showing one equation at another layer.
+    """
+    if layer == "N":
+        e = e.xreplace(OUTPUT)
+    elif layer == "k+1":
+        e = e.xreplace({S.Z: Z_NEXT, S.X: S.X_next, S.Lam: S.Lam_next, S.G: S.G_next})
+        e = e.replace(SIGMA_K, SIGMA_NEXT)
+    elif layer != "k":
+        raise ValueError(f"layer must be 'k', 'k+1' or 'N', got {layer!r}")
     return _tex(e)
 
 

@@ -84,11 +84,10 @@ Setting the derivative to zero and solving for $\Lambda^{(k)}$ gives a recursion
 """),
     code(r"""
 display(Math(r"\Lambda^{(k)} = " + latex(g.adjoint.rhs) + r",\qquad G^{(k+1)} = "
-             + latex(g.vjp["σ"].rhs.xreplace({g.vjp["σ"].lhs: g.vjp["σ"].lhs}))
-             .replace("(k)", "(k+1)").replace("_k", "_{k+1}")))
+             + latex(g.vjp["σ"].rhs, layer="k+1")))
 for loss, eq in g.output_adjoint.items():
-    display(Math(r"\text{" + loss.replace("_", " ") + r":}\quad \Lambda^{(N)} = " + latex(eq.rhs)
-                 .replace("(k)", "(N)")))
+    display(Math(r"\text{" + loss.replace("_", " ") + r":}\quad \Lambda^{(N)} = "
+                 + latex(eq.rhs, layer="N")))
 """),
     md(r"""
 ## (4) $\partial\mathcal{L}/\partial W^{(k)}$ and $\partial\mathcal{L}/\partial b^{(k)}$ give the update rule
@@ -107,7 +106,7 @@ $\sigma$ applied entrywise):
 for name in ("sigmoid", "tanh", "relu", "softmax"):
     display(Math(r"\text{" + name + r":}\quad G^{(k)} = " + latex(g.vjp[name].rhs)))
 display(Math(r"\text{softmax + cross-entropy, } \textstyle\sum_j y_j = 1:\quad G^{(N)} = "
-             + latex(g.fused_softmax_ce.rhs).replace("(k)", "(N)")))
+             + latex(g.fused_softmax_ce.rhs, layer="N")))
 """),
     md(r"""
 ## The link to the chain rule's $\delta$

@@ -129,3 +129,17 @@ def test_concrete_markdown(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_api_exports() -> None:
     assert callable(lbp.compile) and lbp.Model.__name__ == "Model"
+
+
+def test_latex_at_another_layer() -> None:
+    from lagrange_bp.render_general import latex
+
+    g = derive_general()
+    assert latex(g.vjp["σ"].rhs, layer="k+1") == (
+        r"\sigma'_{k+1}\left(Z^{(k+1)}\right) \odot \Lambda^{(k+1)}"
+    )
+    assert (
+        latex(g.output_adjoint["mse"].rhs, layer="N") == r"- \frac{1}{B} \left(X^{(N)} - Y\right)"
+    )
+    with pytest.raises(ValueError, match="layer must be 'k', 'k\\+1' or 'N'"):
+        latex(g.forward.rhs, layer="j")
