@@ -246,17 +246,17 @@ def build_kernels(spec: NetworkSpec) -> tuple[dict[str, Kernel], dict[str, tuple
     loss = loss_lines(spec, asm)
     forward = [line for k in range(1, n + 1) for line in layers[k].forward]
 
-    def backward(per_layer: str, with_output_lam: bool) -> list[str]:
+    def backward(per_layer: str | None, with_output_lam: bool) -> list[str]:
+        """λ^N (if asked) and G^N, then per layer k = N..1: λ^{k-1}, G^{k-1} (from W^k before
+        any update of W^k) and the layer's own statements (gradients or update)."""
         body = (layers[n].adjoint if with_output_lam else []) + layers[n].vjp
         for k in range(n, 0, -1):
             if k > 1:
                 body += layers[k - 1].adjoint + layers[k - 1].vjp
-            body += getattr(layers[k], per_layer)
+            body += getattr(layers[k], per_layer) if per_layer else []
         return body
 
-    adjoint_body = layers[n].adjoint + layers[n].vjp
-    for k in range(n - 1, 0, -1):
-        adjoint_body += layers[k].adjoint + (layers[k].vjp if k > 1 else [])
+    adjoint_body = backward(None, True)
     bodies = {
         "forward": (forward, asm.x_name[n], "params, X, buf"),
         "adjoint": (

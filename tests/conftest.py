@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 import lagrange_bp as lbp
+from lagrange_bp.cli import main
 
 SMALL_SPECS = [
     lbp.NetworkSpec((2, 3, 1), "sigmoid", "mse"),
@@ -15,3 +18,10 @@ SMALL_SPECS = [
     lbp.NetworkSpec((2, 3, 2), ("softmax", "tanh"), "mse"),
 ]
 SPEC_IDS = [s.describe() for s in SMALL_SPECS]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``lagrange-bp argv…`` in this process: (exit status, stdout, stderr)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -8,15 +8,9 @@ import sys
 
 import pytest
 import sympy as sp
+from conftest import run_cli as run
 
-from lagrange_bp.cli import main
 from lagrange_bp.functions import sigmoid
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_derive_text_reads_in_derivation_order(capsys: pytest.CaptureFixture[str]) -> None:

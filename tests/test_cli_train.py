@@ -6,14 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from lagrange_bp.cli import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import run_cli as run
 
 
 def test_train_save_plot_evaluate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
