@@ -20,9 +20,9 @@ from .cli_train import (
     cmd_evaluate,
     cmd_train,
     split_names,
-    trained_gradient_gap,
 )
 from .datasets import load
+from .diagnostics import reference_gradient_gap
 from .kkt import derive
 from .model import Model
 from .render import FORMATS, render
@@ -232,7 +232,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         validation=(data.X_test, data.Y_test),
     )
     test = evaluate(model, result.params, data.X_test, data.Y_test)
-    gap = trained_gradient_gap(model, result.params, data.X_test, data.Y_test)
+    gap = reference_gradient_gap(model, result.params, data.X_test, data.Y_test)
     print(
         f"{data.describe()}\nnetwork {spec.describe()}, 30 epochs, batch 32, lr 0.1: "
         f"{result.seconds:.2f} s"

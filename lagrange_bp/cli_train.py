@@ -11,7 +11,7 @@ import numpy as np
 
 from . import checkpoint
 from .datasets import BUILTIN, Dataset, load, load_file
-from .model import DTYPES, Model, Params
+from .model import DTYPES, Model
 from .plots import plot_history
 from .spec import NetworkSpec
 from .train import TrainingDiverged, evaluate, train
@@ -226,12 +226,3 @@ def _progress_bar(epochs: int, quiet: bool) -> Any:
         bar.update(1)
 
     return update
-
-
-def trained_gradient_gap(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> float:
-    """Largest |∂L/∂θ − reference backprop| entry at ``params`` on (X, Y)."""
-    from . import reference
-
-    _, grads = model.loss_and_grad(params, X, Y)
-    _, ref, _ = reference.loss_and_grad(params, model.spec.activations, model.spec.loss, X, Y)
-    return max(float(np.max(np.abs(a - b))) for g, r in zip(grads, ref) for a, b in zip(g, r))

@@ -76,7 +76,7 @@ def derive(
     start = time.perf_counter()
     n = spec.depth
     sym = make_symbols(spec.widths)
-    L, loss, _ = lagrangian(spec, sym, layer_activations(spec, abstract))
+    L, loss = lagrangian(spec, sym, layer_activations(spec, abstract))
 
     stationarity: dict[sp.Symbol, sp.Expr] = {}
     preacts: list[sp.Eq] = []

@@ -84,13 +84,11 @@ def preactivation(sym: Symbols, k: int) -> list[sp.Expr]:
 
 def lagrangian(
     spec: NetworkSpec, sym: Symbols, activations: dict[int, Activation]
-) -> tuple[sp.Expr, sp.Expr, dict[int, list[sp.Expr]]]:
-    """L, the loss ℓ(y, x^N), and the constraints c^k = x^k − σ_k(z^k) by layer."""
+) -> tuple[sp.Expr, sp.Expr]:
+    """L and the loss ℓ(y, x^N); each layer adds λ^kᵀ c^k with c^k = x^k − σ_k(z^k)."""
     loss = get_loss(spec.loss)(list(sym.x[spec.depth]), list(sym.y))
-    constraints: dict[int, list[sp.Expr]] = {}
     terms = [loss]
     for k in range(1, spec.depth + 1):
         sigma_z = activations[k].apply(preactivation(sym, k))
-        constraints[k] = [xi - si for xi, si in zip(sym.x[k], sigma_z)]
-        terms += [li * ci for li, ci in zip(sym.lam[k], constraints[k])]
-    return sp.Add(*terms), loss, constraints
+        terms += [li * (xi - si) for li, xi, si in zip(sym.lam[k], sym.x[k], sigma_z)]
+    return sp.Add(*terms), loss
