@@ -23,6 +23,7 @@ import sklearn
 import torch
 import torch.nn.functional as F
 from bench_train import ROOT, Batches, Params, batches, copy, epoch, gemm_flops, gemm_peak
+from hand_trainer import HandTrainer
 from matplotlib.figure import Figure
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
@@ -30,7 +31,6 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import lagrange_bp as lbp
 from lagrange_bp.datasets import load
-from lagrange_bp.reference import HandTrainer
 
 TRAINERS = ("ours", "hand", "torch", "sklearn")
 HAND_MAX, TORCH_MIN, GEMM_MIN, ACC_MIN = 1.05, 3.0, 70.0, 0.97

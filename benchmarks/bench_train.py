@@ -25,8 +25,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repo root, run from anywhere
+from hand_trainer import HandTrainer  # noqa: E402
+
 import lagrange_bp as lbp  # noqa: E402
-from lagrange_bp.reference import HandTrainer  # noqa: E402
 
 Params = list[tuple[np.ndarray, np.ndarray]]
 Batches = list[tuple[np.ndarray, np.ndarray]]

@@ -23,13 +23,14 @@ from .cli_train import (
 )
 from .datasets import load
 from .diagnostics import reference_gradient_gap
+from .functions import ACTIVATIONS, LOSSES
 from .kkt import derive
 from .model import Model
 from .render import FORMATS, render
-from .render_general import render_general
+from .render_generic import render_generic
 from .report_doc import latex_document, markdown_page
 from .rules import RULES, check_rule
-from .spec import ACTIVATIONS, LOSSES, MAX_EXACT_WEIGHTS, NetworkSpec
+from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
 from .train import evaluate, train
 from .verify import Report, verify
 from .verify_general import DEFAULT_SPECS, verify_general
@@ -144,7 +145,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
             raise BadInput(
                 "--general derives the generic layer: drop --widths/--activations/--loss"
             )
-        print(render_general(args.format), end="")
+        print(render_generic(args.format), end="")
         return 0
     spec, limit = _spec(args)
     d = derive(spec, max_weights=limit)

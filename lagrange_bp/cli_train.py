@@ -11,6 +11,7 @@ import numpy as np
 
 from . import checkpoint
 from .datasets import BUILTIN, Dataset, load, load_file
+from .functions import get_loss
 from .model import DTYPES, Model
 from .plots import plot_history
 from .spec import NetworkSpec
@@ -103,8 +104,9 @@ def check_fits(spec: NetworkSpec, data: Dataset, what: str) -> None:
             f"{what} is {'-'.join(map(str, spec.widths))}, which does not fit {data.name}: it has "
             f"{data.n_features} features (n_0) and {data.n_outputs} outputs (n_N)"
         )
-    if spec.loss == "cross_entropy" and data.task != "classification":
-        raise BadInput(f"cross_entropy needs class labels, but {data.name} is a regression target")
+    loss = get_loss(spec.loss)
+    if loss.classification and data.task != "classification":
+        raise BadInput(f"{loss.text} needs class labels, but {data.name} is a regression target")
 
 
 def _positive(args: argparse.Namespace) -> None:

@@ -1,180 +1,127 @@
-"""Step 6: NumPy kernels generated from the generic-layer equations (DESIGN §4 codegen).
+"""Step 6: the kernel printer — matrix equations (samples as rows) as in-place NumPy statements.
 
-Each generic equation of ``general.derive_general`` is instantiated for one layer, moved to the
-NumPy layout (samples are rows: the array of X^k is X^kᵀ, shape (B, n_k)) by SymPy's transpose,
-and printed as in-place NumPy statements into preallocated buffers. Stock ``lambdify`` cannot
-print ``ElementwiseApplyFunction`` or ``OneMatrix`` of symbolic size and allocates a temporary
-for every node (DESIGN §5); this printer writes ``out=`` calls instead. The statements of all
-layers are joined into one function per kernel and compiled with ``exec``, as lambdify does, with
-the source registered in ``linecache`` so tracebacks and ``Kernel.source`` show it.
-
-Printing rules that differ from the plain formula, each mathematically the same function:
-sigmoid(u) = ½ tanh(u/2) + ½ (no overflow), softplus(u) = logaddexp(0, u), softmax by rows after
-subtracting the row maximum, and −Σ y log softmax(z) as −Σ y (z − logsumexp(z)).
+``KernelPrinter`` is a SymPy ``Printer`` with one ``_print_<Node>`` method per node type, as
+``sympy.printing.numpy`` has; each writes its node's value into the array named ``out`` with
+NumPy's ``out=`` ufunc calls, into buffers preallocated once per batch size (stock ``lambdify``
+cannot print ``ElementwiseApplyFunction`` or a ``OneMatrix`` of symbolic size, and allocates a
+temporary for every node; DESIGN §5). Matrix nodes: products (``np.matmul``), sums over the
+batch or a sample (1ᵀ M, M 1 1ᵀ), softmax and log-softmax by samples. Entrywise nodes (⊙,
+σ(·), sums, powers) are turned into one scalar expression over array names, common
+subexpressions are computed once (``sympy.cse``), and scalar functions are printed from the
+one table ``primitives.NUMPY_FORMS``. ``compile_source`` execs a function as ``lambdify``
+does and frees its ``linecache`` entry when the function is released.
 """
 
 from __future__ import annotations
 
 import itertools
 import linecache
-from collections.abc import Callable
+import math
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.special
 import sympy as sp
-from sympy import HadamardProduct, MatAdd, MatMul, MatrixSymbol, OneMatrix, Transpose
+from sympy import HadamardProduct, MatAdd, MatMul, OneMatrix, Transpose
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+from sympy.printing.printer import Printer
 
-from .functions import relu, sigmoid, softplus, step
+from .matrices import BATCH, Entrywise
+from .primitives import NUMPY_FORMS
 
-#: elementwise SymPy functions → NumPy statements; {i} the input array, {o} the output
-UFUNCS: dict[Any, list[str]] = {
-    sp.tanh: ["np.tanh({i}, out={o})"],
-    sp.exp: ["np.exp({i}, out={o})"],
-    sp.log: ["np.log({i}, out={o})"],
-    sigmoid: [
-        "np.multiply({i}, 0.5, out={o})",
-        "np.tanh({o}, out={o})",
-        "np.multiply({o}, 0.5, out={o})",
-        "np.add({o}, 0.5, out={o})",
-    ],
-    softplus: ["np.logaddexp(0.0, {i}, out={o})"],
-    relu: ["np.maximum({i}, 0.0, out={o})"],
-    step: ["np.heaviside({i}, 0.0, out={o})"],
-    sp.Abs: ["np.abs({i}, out={o})"],
-    sp.sin: ["np.sin({i}, out={o})"],
-    sp.cos: ["np.cos({i}, out={o})"],
-    sp.tan: ["np.tan({i}, out={o})"],
-    sp.atan: ["np.arctan({i}, out={o})"],
-    sp.sinh: ["np.sinh({i}, out={o})"],
-    sp.cosh: ["np.cosh({i}, out={o})"],
-    sp.sign: ["np.sign({i}, out={o})"],
-}
+Shape = tuple[int | str, ...]
 
 
 @dataclass
 class Buffers:
     """Named preallocated arrays: shapes are tuples of ints or of 'B' (the batch size)."""
 
-    shapes: dict[str, tuple[int | str, ...]] = field(default_factory=dict)
-    external: dict[str, tuple[int | str, ...]] = field(default_factory=dict)  # params, inputs
-    counter: itertools.count = field(default_factory=itertools.count)
+    shapes: dict[str, Shape] = field(default_factory=dict)
+    external: dict[str, Shape] = field(default_factory=dict)  # params and data, not allocated
+    counter: Iterator[int] = field(default_factory=itertools.count)
 
-    def shape_of(self, name: str) -> tuple[int | str, ...]:
-        return self.shapes.get(name) or self.external[name]
+    def shape_of(self, name: str) -> Shape:
+        base = name.removesuffix(".T")
+        shape = self.shapes.get(base) or self.external[base]
+        return shape[::-1] if name.endswith(".T") else shape
 
-    def new(self, shape: tuple[int | str, ...], prefix: str = "t") -> str:
+    def new(self, shape: Shape, prefix: str = "t") -> str:
         name = f"{prefix}{next(self.counter)}"
         self.shapes[name] = shape
         return name
 
-    def declare(self, name: str, shape: tuple[int | str, ...]) -> str:
+    def declare(self, name: str, shape: Shape) -> str:
         self.shapes.setdefault(name, shape)
         return name
 
 
-class Emitter:
-    """Print rows-layout matrix expressions as in-place NumPy statements."""
+def _ufunc(name: str) -> str:
+    return name.replace("numpy.", "np.", 1)
+
+
+class KernelPrinter(Printer):
+    """Print matrix expressions (samples as rows) as in-place NumPy statements into buffers.
+
+    ``names`` maps each matrix symbol (or its transpose) to the array that holds it;
+    ``sizes`` gives the integer value of every symbolic width. ``assign(out, expr)`` returns
+    the statements that leave ``expr`` in the array ``out``.
+    """
+
+    printmethod = "_kernelcode"
 
     def __init__(
         self, names: dict[sp.Basic, str], buffers: Buffers, sizes: dict[sp.Symbol, int]
     ) -> None:
-        self.names = names  # matrix symbol (rows layout) → array expression in the code
-        self.arrays: set[sp.Symbol] = set()  # scalar stand-ins of arrays in elementwise code
-        self.temps: set[sp.Symbol] = set()  # arrays that are this emitter's own temporaries
+        super().__init__()
+        self.names = names
         self.buffers = buffers
         self.sizes = sizes
         self.lines: list[str] = []
+        self.arrays: set[sp.Symbol] = set()  # array names inside scalar expressions
+        self.temps: set[str] = set()  # the printer's own temporaries (free to overwrite)
+        self.scratch: list[str] = []  # names to use, in order, for the next temporaries
 
-    def shape(self, e: sp.MatrixExpr) -> tuple[int | str, ...]:
-        return tuple(
-            "B"
-            if d == sp.Symbol("B", integer=True, positive=True)
-            else int(sp.sympify(d).subs(self.sizes))
-            for d in e.shape
-        )
+    def assign(self, out: str, expr: sp.Basic, scratch: tuple[str, ...] = ()) -> list[str]:
+        """The statements that compute ``expr`` into the array ``out``."""
+        start, self.scratch = len(self.lines), list(scratch)
+        self._print(expr, out=out)
+        return self.lines[start:]
 
-    # --- matrix level -------------------------------------------------------------------
-    def assign(self, out: str, e: sp.MatrixExpr) -> None:
-        """Emit statements that leave the value of ``e`` in the array ``out``."""
-        if isinstance(e, MatMul):
-            coeff, rest = e.as_coeff_mmul()
-            if self._is_product(rest):
-                self._matmul(out, rest)
-                if coeff != 1:
-                    self.lines.append(f"np.multiply({out}, {_num(coeff)}, out={out})")
-                return
-        if isinstance(e, MatAdd):  # a product plus elementwise terms: product into out first
-            products = [a for a in e.args if self._is_product(a) and not _is_broadcast(a)]
-            if len(products) == 1:
-                rest = sp.Add(*[self.to_scalar(a, out) for a in e.args if a is not products[0]])
-                if sp.Symbol(out) not in rest.free_symbols:
-                    self.assign(out, products[0])
-                    self.elementwise(out, self.array(out) + rest)
-                    return
-        self.elementwise(out, self.to_scalar(e, out))
+    def emit(self, line: str) -> None:
+        self.lines.append(line)
 
-    @staticmethod
-    def _is_product(e: sp.Basic) -> bool:
-        return isinstance(e, MatMul) and sum(1 for a in e.args if isinstance(a, sp.MatrixExpr)) >= 2
+    # --- shapes and operands ---------------------------------------------------------------
+    def shape(self, e: sp.MatrixExpr) -> Shape:
+        """The NumPy shape of e's value: a row 1×n is (n,), a sum over samples keeps a 1."""
+        rows, cols = ("B" if d == BATCH else int(sp.sympify(d).subs(self.sizes)) for d in e.shape)
+        if _reduction(e) == "sample":
+            return (rows, 1)
+        return (cols,) if rows == 1 else (rows, cols)
 
-    def _matmul(self, out: str, e: MatMul) -> None:
-        mats = [a for a in e.args if isinstance(a, sp.MatrixExpr)]
-        if len(mats) == 2 and isinstance(mats[0], OneMatrix) and mats[0].shape[0] == 1:
-            self.lines.append(f"np.sum({self.operand(mats[1])}, axis=0, out={out})")  # 1ᵀ M
-            return
-        if len(mats) == 2 and isinstance(mats[1], OneMatrix) and mats[1].shape[1] == 1:
-            self.lines.append(f"np.sum({self.operand(mats[0])}, axis=1, out={out})")  # M 1
-            return
-        if _is_row_sum(e):
-            self.lines.append(f"np.sum({self.operand(mats[0])}, axis=1, keepdims=True, out={out})")
-            return
-        if len(mats) != 2:
-            raise NotImplementedError(f"matrix product of {len(mats)} factors: {e}")
-        self.lines.append(f"np.matmul({self.operand(mats[0])}, {self.operand(mats[1])}, out={out})")
+    def _dim(self, d: sp.Expr) -> int | str:
+        if d == BATCH:
+            return "B"
+        value = sp.sympify(d).subs(self.sizes)
+        return int(value) if value.is_Integer else "n"
+
+    def temp(self, shape: Shape) -> str:
+        name = self.scratch.pop(0) if self.scratch else self.buffers.new(shape)
+        self.buffers.declare(name, shape)
+        self.temps.add(name)
+        return name
 
     def operand(self, e: sp.MatrixExpr) -> str:
-        """An array expression for e: a named array, its .T, or a buffer computed now."""
+        """An array name for a matrix: its own, its transpose, or a temporary computed now."""
         if e in self.names:
             return self.names[e]
         if isinstance(e, Transpose) and e.arg in self.names:
             return f"{self.names[e.arg]}.T"
-        shape = self.shape(e)
-        if _is_row_sum(e):
-            shape = (shape[0], 1)
-        elif shape[0] == 1:
-            shape = (shape[1],)
-        name = self.buffers.new(shape)
-        self.temps.add(sp.Symbol(name))
-        self.assign(name, e)
-        self.names[e] = name
-        return name
-
-    # --- elementwise level --------------------------------------------------------------
-    def to_scalar(self, e: sp.Basic, out: str) -> sp.Expr:
-        """The elementwise expression as a scalar SymPy expression over array-name symbols."""
-        if isinstance(e, MatAdd):
-            return sp.Add(*[self.to_scalar(a, out) for a in e.args])
-        if isinstance(e, HadamardProduct):
-            return sp.Mul(*[self.to_scalar(a, out) for a in e.args])
-        if isinstance(e, ElementwiseApplyFunction):
-            (v,), body = e.function.variables, e.function.expr
-            return body.xreplace({v: self.to_scalar(e.expr, out)})
-        if type(e).__name__ == "ElementwisePair":
-            (u, v), body = e.function.variables, e.function.expr
-            return body.xreplace(
-                {u: self.to_scalar(e.args[1], out), v: self.to_scalar(e.args[2], out)}
-            )
-        if isinstance(e, MatMul):
-            coeff, rest = e.as_coeff_mmul()
-            mats = list(rest.args) if isinstance(rest, MatMul) else [rest]
-            if len(mats) == 2 and isinstance(mats[0], OneMatrix) and mats[0].shape[1] == 1:
-                return coeff * self.to_scalar(mats[1], out)  # 1 bᵀ: broadcast the row b
-            if coeff != 1:
-                inner = mats[0] if len(mats) == 1 else MatMul(*mats)
-                return coeff * self.to_scalar(inner, out)
-        return self.array(self.operand(e))
+        out = self.temp(self.shape(e))
+        self._print(e, out=out)
+        return out
 
     def array(self, name: str) -> sp.Symbol:
         sym = sp.Symbol(name)
@@ -184,155 +131,367 @@ class Emitter:
     def is_scalar(self, e: sp.Expr) -> bool:
         return not (e.free_symbols & self.arrays)
 
-    def leaf(self, e: sp.Expr) -> str:
-        """An operand that needs no statement: an array name or a scalar."""
-        return str(e) if e in self.arrays else _num(e)
+    def leaf(self, e: sp.Expr) -> str | None:
+        """The code of an operand that needs no statement: an array name or a scalar."""
+        if e in self.arrays:
+            return str(e)
+        return self.scalar(e) if self.is_scalar(e) else None
 
-    def is_leaf(self, e: sp.Expr) -> bool:
-        return e in self.arrays or self.is_scalar(e)
+    @staticmethod
+    def scalar(e: sp.Expr) -> str:
+        """A scalar: a float literal, or a Python expression in B and eta."""
+        e = sp.sympify(e)
+        if e.is_number:
+            value = complex(sp.N(e))
+            if value.imag != 0 or not math.isfinite(value.real):
+                raise ValueError(f"constant {e} is not a finite real number")
+            return repr(value.real)
+        return e.name if e.is_Symbol else f"({sp.sstr(sp.N(e, 17))})"
 
-    def elementwise(self, out: str, e: sp.Expr) -> None:
-        """In-place evaluation of a scalar expression over arrays into ``out``."""
-        if e == sp.Symbol(out):
+    # --- matrix nodes ----------------------------------------------------------------------
+    def _print_MatMul(self, e: MatMul, out: str) -> None:
+        coeff, rest = e.as_coeff_mmul()
+        mats = [a for a in rest.args if isinstance(a, sp.MatrixExpr)]
+        if len(mats) < 2 or _reduction(rest) == "broadcast":
+            self._entrywise(out, self.to_scalar(e))
             return
-        if self.is_leaf(e):
-            self.lines.append(f"np.copyto({out}, {self.leaf(e)})")
-        elif e.is_Add:
-            self._add(out, e)
-        elif e.is_Mul:
-            self._mul(out, e)
-        elif e.is_Pow and e.exp == 2:
-            self._unary(out, e.base, "np.square({i}, out={o})")
-        elif e.is_Pow and e.exp == -1:
-            self._unary(out, e.base, "np.divide(1.0, {i}, out={o})")
-        elif e.is_Pow and e.exp == sp.S.Half:
-            self._unary(out, e.base, "np.sqrt({i}, out={o})")
-        elif e.is_Pow and self.is_scalar(e.exp):
-            self._unary(out, e.base, "np.power({i}, " + _num(e.exp) + ", out={o})")
-        elif e.is_Pow and self.is_scalar(e.base):
-            self._unary(out, e.exp, "np.power(" + _num(e.base) + ", {i}, out={o})")
-        elif isinstance(e, sp.Function) and type(e) in UFUNCS and len(e.args) == 1:
-            for n, t in enumerate(UFUNCS[type(e)]):
-                self._unary(out, e.args[0], t) if n == 0 else self.lines.append(
-                    t.format(i=out, o=out)
-                )
+        kind = _reduction(rest)
+        if kind == "batch":  # 1ᵀ M: the sum over samples, shape (n,)
+            self.emit(f"np.sum({self.operand(mats[1])}, axis=0, out={out})")
+        elif kind == "sample":  # M 1 1ᵀ: each sample's sum, shape (B, 1)
+            self.emit(f"np.sum({self.operand(mats[0])}, axis=1, keepdims=True, out={out})")
+        elif len(mats) == 2:
+            a, b = self.operand(mats[0]), self.operand(mats[1])
+            self.emit(f"np.matmul({a}, {b}, out={out})")
         else:
-            raise NotImplementedError(f"no in-place NumPy printing for {e}")
+            raise NotImplementedError(f"matrix product of {len(mats)} factors: {e}")
+        if coeff != 1:
+            self._entrywise(out, coeff * self.array(out))
 
-    def _unary(self, out: str, arg: sp.Expr, template: str) -> None:
-        if arg in self.arrays:
-            self.lines.append(template.format(i=arg, o=out))
+    def _print_MatAdd(self, e: MatAdd, out: str) -> None:
+        """A product plus entrywise terms: the product straight into out, then the rest."""
+        products = [a for a in e.args if _is_product(a)]
+        if len(products) == 1:
+            others = [a for a in e.args if a is not products[0]]
+            rest = sp.Add(*[self.to_scalar(a) for a in others])
+            if self.array(out) not in rest.free_symbols:
+                self._print(products[0], out=out)
+                self._entrywise(out, self.array(out) + rest)
+                return
+        self._entrywise(out, self.to_scalar(e))
+
+    def _print_Softmax(self, e: Any, out: str) -> None:
+        """e^{z − max z} / Σ e^{z − max z} by samples: no overflow for any finite z."""
+        z, r = self.operand(e.arg), self._sample_buffer(out)
+        self.emit(f"np.max({z}, axis=1, keepdims=True, out={r})")
+        self.emit(f"np.subtract({z}, {r}, out={out})")
+        self.emit(f"np.exp({out}, out={out})")
+        self.emit(f"np.sum({out}, axis=1, keepdims=True, out={r})")
+        self.emit(f"np.divide({out}, {r}, out={out})")
+
+    def _print_LogSoftmax(self, e: Any, out: str) -> None:
+        """(z − max z) − log Σ e^{z − max z} by samples: finite for any finite z."""
+        z, r = self.operand(e.arg), self._sample_buffer(out)
+        e_ = self.temp(self.buffers.shape_of(out))
+        self.emit(f"np.max({z}, axis=1, keepdims=True, out={r})")
+        self.emit(f"np.subtract({z}, {r}, out={out})")
+        self.emit(f"np.exp({out}, out={e_})")
+        self.emit(f"np.sum({e_}, axis=1, keepdims=True, out={r})")
+        self.emit(f"np.log({r}, out={r})")
+        self.emit(f"np.subtract({out}, {r}, out={out})")
+
+    def _sample_buffer(self, like: str) -> str:
+        """A (B, 1) buffer for each sample's maximum and sum, named after the layer's array."""
+        name = f"{like}_rows"
+        self.buffers.declare(name, (self.buffers.shape_of(like)[0], 1))
+        return name
+
+    def _print_MatrixExpr(self, e: sp.MatrixExpr, out: str) -> None:
+        """⊙, σ(·), entrywise functions, named arrays: one entrywise expression."""
+        self._entrywise(out, self.to_scalar(e))
+
+    def _print_Basic(self, e: sp.Basic, out: str) -> None:
+        raise NotImplementedError(f"no NumPy printing for {type(e).__name__}: {e}")
+
+    # --- matrices to scalar expressions over array names ----------------------------------
+    def to_scalar(self, e: sp.Basic) -> sp.Expr:
+        """The entrywise expression of e over array names (Symbols); other matrix nodes are
+        computed into temporaries first."""
+        if e in self.names:
+            return self.array(self.names[e])
+        if isinstance(e, MatAdd):
+            return sp.Add(*[self.to_scalar(a) for a in e.args])
+        if isinstance(e, HadamardProduct):
+            return sp.Mul(*[self.to_scalar(a) for a in e.args])
+        if isinstance(e, ElementwiseApplyFunction):
+            (v,), body = e.function.variables, e.function.expr
+            return body.xreplace({v: self.to_scalar(e.expr)})
+        if isinstance(e, Entrywise):
+            values = [self.to_scalar(m) for m in e.matrices]
+            return e.function.expr.xreplace(dict(zip(e.function.variables, values)))
+        if isinstance(e, OneMatrix):
+            return sp.S.One
+        if isinstance(e, MatMul):
+            coeff, rest = e.as_coeff_mmul()
+            mats = list(rest.args) if isinstance(rest, MatMul) else [rest]
+            if _reduction(rest) == "broadcast":  # 1 bᵀ: the row b, repeated by broadcasting
+                return coeff * self.to_scalar(mats[1])
+            if coeff != 1:
+                return coeff * self.to_scalar(mats[0] if len(mats) == 1 else MatMul(*mats))
+        return self.array(self.operand(e))
+
+    # --- entrywise expressions -------------------------------------------------------------
+    def _entrywise(self, out: str, e: sp.Expr) -> None:
+        """In-place evaluation of an entrywise expression into out, common parts once."""
+        me = self.array(out)
+        if e == me:
+            return
+        if self.is_scalar(e):
+            self.emit(f"np.copyto({out}, {self.scalar(e)})")
+            return
+        if me in e.free_symbols and not _in_place_safe(e, me, self.is_scalar):
+            tmp = self.temp(self.buffers.shape_of(out))
+            self._entrywise(tmp, e)
+            self.emit(f"np.copyto({out}, {tmp})")
+            return
+        replacements, (reduced,) = sp.cse([e], symbols=_cse_symbols(), order="none")
+        done: dict[sp.Symbol, sp.Expr] = {}
+        for sym, sub in replacements:
+            sub = sub.xreplace(done)
+            if self.is_scalar(sub):
+                done[sym] = sub
+                continue
+            tmp = self.temp(self.buffers.shape_of(out))
+            self._entrywise(tmp, sub)
+            done[sym] = self.array(tmp)
+        self._print(reduced.xreplace(done), out=out)
+
+    def _compute(self, out: str, e: sp.Expr) -> None:
+        """e into out: an operand copied, anything else printed by its node's method."""
+        if e == self.array(out):
+            return
+        code = self.leaf(e)
+        if code is not None:
+            self.emit(f"np.copyto({out}, {code})")
         else:
-            self.elementwise(out, arg)
-            self.lines.append(template.format(i=out, o=out))
+            self._print(e, out=out)
 
-    def _temp(self, e: sp.Expr, like: str) -> str:
-        """An operand for e: a leaf, or a temporary buffer shaped like ``like``."""
-        if self.is_leaf(e):
-            return self.leaf(e)
-        tmp = self.buffers.new(self.buffers.shape_of(like))
-        self.arrays.add(sp.Symbol(tmp))
-        self.elementwise(tmp, e)
+    def _operand(self, e: sp.Expr, like: str) -> str:
+        """An operand for e: a leaf, or a temporary shaped like ``like``."""
+        code = self.leaf(e)
+        if code is not None:
+            return code
+        tmp = self.temp(self.buffers.shape_of(like))
+        self._entrywise(tmp, e)
         return tmp
 
-    def _add(self, out: str, e: sp.Expr) -> None:
-        me = sp.Symbol(out)
+    def _unary(self, out: str, arg: sp.Expr, call: Callable[[str], str]) -> None:
+        code = self.leaf(arg)
+        if code is None:
+            self._compute(out, arg)
+            code = out
+        self.emit(call(code))
+
+    def _print_Symbol(self, e: sp.Symbol, out: str) -> None:
+        self._compute(out, e)
+
+    def _print_Number(self, e: sp.Number, out: str) -> None:
+        self.emit(f"np.copyto({out}, {self.scalar(e)})")
+
+    def _print_NumberSymbol(self, e: sp.Expr, out: str) -> None:
+        self.emit(f"np.copyto({out}, {self.scalar(e)})")
+
+    def _print_Add(self, e: sp.Add, out: str) -> None:
+        me = self.array(out)
         terms = list(sp.Add.make_args(e))
-        if me in terms:  # in-place update: out += rest
+        if me in terms:  # out ← out + rest
             rest = sp.Add(*[t for t in terms if t != me])
-            parts = sp.Mul.make_args(rest)
-            core = [f for f in parts if not self.is_scalar(f)]
-            if len(core) == 1 and core[0] in self.temps:  # c·temp: scale the temp in place
-                coeff = sp.Mul(*[f for f in parts if self.is_scalar(f)])
-                self.lines.append(f"np.multiply({core[0]}, {_num(coeff)}, out={core[0]})")
-                rest = core[0]
-            self.lines.append(f"np.add({out}, {self._temp(rest, out)}, out={out})")
+            self._accumulate(out, rest)
             return
         neg = [-t for t in terms if t.could_extract_minus_sign()]
         pos = [t for t in terms if not t.could_extract_minus_sign()]
-        first = next((t for t in pos if not self.is_leaf(t)), None)
+        first = next((t for t in pos if self.leaf(t) is None), None)
         if first is None and pos and neg:  # a − b − …: start with a subtraction
             a, b = pos.pop(0), neg.pop(0)
-            if self.is_leaf(b):
-                self.lines.append(f"np.subtract({self.leaf(a)}, {self.leaf(b)}, out={out})")
+            if self.leaf(b) is None and me not in b.free_symbols:
+                self._compute(out, b)  # b into out first: no temporary
+                self.emit(f"np.subtract({self.leaf(a)}, {out}, out={out})")
             else:
-                self.elementwise(out, b)
-                self.lines.append(f"np.subtract({self.leaf(a)}, {out}, out={out})")
-        elif first is None and not pos:  # −(a + …)
-            self.elementwise(out, sp.Add(*neg))
-            self.lines.append(f"np.negative({out}, out={out})")
+                self.emit(f"np.subtract({self.leaf(a)}, {self._operand(b, out)}, out={out})")
+        elif not pos:  # −(a + …)
+            self._compute(out, sp.Add(*neg))
+            self.emit(f"np.negative({out}, out={out})")
             neg = []
         else:
             first = first if first is not None else pos[0]
             pos.remove(first)
-            self.elementwise(out, first)
+            self._compute(out, first)
         for t in pos:
-            self.lines.append(f"np.add({out}, {self._temp(t, out)}, out={out})")
+            self.emit(f"np.add({out}, {self._operand(t, out)}, out={out})")
         for t in neg:
-            self.lines.append(f"np.subtract({out}, {self._temp(t, out)}, out={out})")
+            self.emit(f"np.subtract({out}, {self._operand(t, out)}, out={out})")
 
-    def _mul(self, out: str, e: sp.Expr) -> None:
-        me = sp.Symbol(out)
+    def _accumulate(self, out: str, rest: sp.Expr) -> None:
+        """out ← out + rest; a scaled temporary is scaled in place (W ← W + η·G)."""
+        sign = "subtract" if rest.could_extract_minus_sign() else "add"
+        rest = -rest if sign == "subtract" else rest
+        factors = sp.Mul.make_args(rest)
+        arrays = [f for f in factors if not self.is_scalar(f)]
+        if len(arrays) == 1 and str(arrays[0]) in self.temps:
+            coeff = sp.Mul(*[f for f in factors if self.is_scalar(f)])
+            self._scale(str(arrays[0]), coeff)
+            rest = arrays[0]
+        self.emit(f"np.{sign}({out}, {self._operand(rest, out)}, out={out})")
+
+    def _scale(self, out: str, coeff: sp.Expr) -> None:
+        if coeff == -1:
+            self.emit(f"np.negative({out}, out={out})")
+        elif coeff.is_Pow and coeff.exp == -1:
+            self.emit(f"np.divide({out}, {self.scalar(coeff.base)}, out={out})")
+        elif coeff != 1:
+            self.emit(f"np.multiply({out}, {self.scalar(coeff)}, out={out})")
+
+    def _print_Mul(self, e: sp.Mul, out: str) -> None:
+        me = self.array(out)
         factors = list(sp.Mul.make_args(e))
         coeff = sp.Mul(*[f for f in factors if self.is_scalar(f)])
         arrays = [f for f in factors if not self.is_scalar(f)]
-        if me in arrays:  # in place: out *= rest
+        divisors = [1 / f for f in arrays if f.is_Pow and f.exp.is_negative]
+        arrays = [f for f in arrays if not (f.is_Pow and f.exp.is_negative)]
+        if me in arrays:  # out ← out · rest
             arrays.remove(me)
-            rest = sp.Mul(*arrays) * coeff
-            self.lines.append(f"np.multiply({out}, {self._temp(rest, out)}, out={out})")
+        elif len(arrays) == 1 and not divisors and self.leaf(arrays[0]) is not None:
+            a = self.leaf(arrays[0])  # c · A in one call
+            if coeff == -1:
+                self.emit(f"np.negative({a}, out={out})")
+            else:
+                self.emit(f"np.multiply({a}, {self.scalar(coeff)}, out={out})")
             return
-        compound = [f for f in arrays if f not in self.arrays]
-        if compound:
-            self.elementwise(out, compound[0])
-            arrays.remove(compound[0])
-        elif len(arrays) >= 2:
-            self.lines.append(f"np.multiply({arrays[0]}, {arrays[1]}, out={out})")
+        elif not arrays:  # c / D
+            d = divisors.pop(0)
+            self.emit(f"np.divide({self.scalar(coeff)}, {self._operand(d, out)}, out={out})")
+            coeff = sp.S.One
+        elif len(arrays) >= 2 and all(self.leaf(f) is not None for f in arrays[:2]):
+            self.emit(f"np.multiply({arrays[0]}, {arrays[1]}, out={out})")
             arrays = arrays[2:]
         else:
-            self.lines.append(f"np.multiply({arrays[0]}, {_num(coeff)}, out={out})")
-            arrays, coeff = [], sp.S.One
+            first = next((f for f in arrays if self.leaf(f) is None), arrays[0])
+            arrays.remove(first)
+            self._compute(out, first)
         for f in arrays:
-            self.lines.append(f"np.multiply({out}, {self._temp(f, out)}, out={out})")
-        if coeff != 1:
-            self.lines.append(f"np.multiply({out}, {_num(coeff)}, out={out})")
+            self.emit(f"np.multiply({out}, {self._operand(f, out)}, out={out})")
+        for d in divisors:
+            self.emit(f"np.divide({out}, {self._operand(d, out)}, out={out})")
+        self._scale(out, coeff)
+
+    def _print_Pow(self, e: sp.Pow, out: str) -> None:
+        base, exp = e.base, e.exp
+        if self.is_scalar(exp):
+            if exp == 2:
+                self._unary(out, base, lambda a: f"np.square({a}, out={out})")
+            elif exp == sp.S.Half:
+                self._unary(out, base, lambda a: f"np.sqrt({a}, out={out})")
+            elif exp == -1:
+                self._unary(out, base, lambda a: f"np.divide(1.0, {a}, out={out})")
+            else:
+                p = self.scalar(exp)
+                self._unary(out, base, lambda a: f"np.power({a}, {p}, out={out})")
+        elif self.is_scalar(base):
+            c = self.scalar(base)
+            self._unary(out, exp, lambda a: f"np.power({c}, {a}, out={out})")
+        else:
+            b, x = self._operand(base, out), self._operand(exp, out)
+            self.emit(f"np.power({b}, {x}, out={out})")
+
+    def _print_Function(self, e: sp.Function, out: str) -> None:
+        if type(e) not in NUMPY_FORMS or len(e.args) != 1:
+            raise NotImplementedError(f"no NumPy form for {type(e).__name__}")
+        name, before, after = NUMPY_FORMS[type(e)]
+        self._unary(
+            out,
+            e.args[0],
+            lambda a: f"{_ufunc(name)}({', '.join([*before, a, *after])}, out={out})",
+        )
 
 
-def _num(x: sp.Basic) -> str:
-    """A scalar in the generated code: a float literal, or a Python expression in B, eta."""
-    x = sp.sympify(x)
-    if x.is_number:  # π, √2, exp(1), … as float literals
-        value = complex(x)
-        if value.imag != 0 or not np.isfinite(value.real):
-            raise ValueError(f"constant {x} is not a finite real number")
-        return repr(value.real)
-    return f"({sp.pycode(x)})"
+def _cse_symbols() -> Iterator[sp.Symbol]:
+    return (sp.Symbol(f"_cse{i}") for i in itertools.count())
 
 
-def _is_broadcast(e: sp.Basic) -> bool:
-    """1 bᵀ: a row vector repeated over the batch."""
-    return isinstance(e, MatMul) and isinstance(e.args[0], OneMatrix) and e.args[0].shape[1] == 1
+def _is_product(e: sp.Basic) -> bool:
+    """A matrix product or a sum over samples or the batch (not a broadcast row)."""
+    if not isinstance(e, MatMul):
+        return False
+    _, rest = e.as_coeff_mmul()
+    mats = [a for a in rest.args if isinstance(a, sp.MatrixExpr)]
+    return len(mats) >= 2 and _reduction(rest) != "broadcast"
 
 
-def _is_row_sum(e: sp.Basic) -> bool:
-    """M 1 1ᵀ (square ones on the right): each row's sum, broadcast along the row."""
-    return (
-        isinstance(e, MatMul)
-        and isinstance(e.args[-1], OneMatrix)
-        and e.args[-1].shape[0] == e.args[-1].shape[1]
-    )
+def _reduction(e: sp.Basic) -> str | None:
+    """'broadcast' for 1 bᵀ, 'batch' for 1ᵀ M, 'sample' for M 1 1ᵀ, else None."""
+    if not isinstance(e, MatMul):
+        return None
+    first, last = e.args[0], e.args[-1]
+    if isinstance(first, OneMatrix) and first.shape[1] == 1:
+        return "broadcast"
+    if isinstance(first, OneMatrix) and first.shape[0] == 1:
+        return "batch"
+    if isinstance(last, OneMatrix) and last.shape[0] == last.shape[1]:
+        return "sample"
+    return None
 
 
+def _in_place_safe(e: sp.Expr, me: sp.Symbol, is_scalar: Callable[[sp.Expr], bool]) -> bool:
+    """Whether e can be computed into the array it reads: a chain of one-argument steps
+    ending at it, or it ± / · a rest that does not read it."""
+    if e == me:
+        return True
+    if e.is_Add or e.is_Mul:
+        inner = [a for a in e.args if not is_scalar(a)]
+        if me in inner and not any(a.has(me) for a in inner if a != me):
+            return True
+        return len(inner) == 1 and _in_place_safe(inner[0], me, is_scalar)
+    if e.is_Pow:
+        return is_scalar(e.exp) and _in_place_safe(e.base, me, is_scalar)
+    if isinstance(e, sp.Function) and len(e.args) == 1:
+        return _in_place_safe(e.args[0], me, is_scalar)
+    return False
+
+
+# --- compiling generated source ----------------------------------------------------------
 _COUNTER = itertools.count()
+NAMESPACE = {"np": np, "scipy": scipy, "math": math}
 
 
-def compile_source(name: str, source: str, namespace: dict[str, Any]) -> Callable[..., Any]:
-    """exec the generated source as lambdify does, registering it for tracebacks."""
+def compile_source(name: str, source: str) -> Callable[..., Any]:
+    """exec the generated source as lambdify does, registering it in ``linecache`` so that
+    tracebacks and ``inspect`` show it; the entry is freed with the function."""
     filename = f"<lagrange_bp-generated-{name}-{next(_COUNTER)}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = dict(NAMESPACE)
     exec(compile(source, filename, "exec"), namespace)
-    return namespace[name]
+    fn = namespace[name]
+    weakref.finalize(fn, linecache.cache.pop, filename, None)
+    return fn  # type: ignore[no-any-return]
 
 
-def row_symbol(M: MatrixSymbol, name: str) -> MatrixSymbol:
-    """The rows-layout array of a column-layout matrix symbol, as a MatrixSymbol."""
-    return MatrixSymbol(name, M.shape[1], M.shape[0])
+def numpy_function(expr: sp.MatrixExpr, args: tuple[sp.MatrixSymbol, ...]) -> Callable[..., Any]:
+    """expr(args) as a NumPy function of 2-D arrays of one shape (B, n), printed by
+    ``KernelPrinter``: what the kernels would run. Used to probe users' expressions and to
+    give ``check_rule`` candidates the layer's σ and σ'."""
+    buffers = Buffers()
+    names = [f"a{i}" for i in range(len(args))]
+    printer = KernelPrinter(dict(zip(args, names)), buffers, {})
+    buffers.external = {n: ("B", "n") for n in names}
+    buffers.declare("out", ("B", "n"))
+    body = printer.assign("out", expr)
+    temps = [(t, shape) for t, shape in buffers.shapes.items() if t != "out"]
+    lines = [
+        f"def numpy_function({', '.join(names)}):",
+        f"    B, n = {names[0]}.shape",
+        "    out = np.empty((B, n))",
+        *[f"    {t} = np.empty(({', '.join(map(str, shape))},))" for t, shape in temps],
+        *[f"    {line}" for line in body],
+        "    return out",
+    ]
+    return compile_source("numpy_function", "\n".join(lines) + "\n")

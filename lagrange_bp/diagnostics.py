@@ -2,8 +2,8 @@
 
 The states x^k and multipliers λ^k come from the generated kernels; the residuals are computed
 with the hand-written reference (no SymPy, no generated code):
-  forward   max |x^k − σ_k(W^k x^{k-1} + b^k)|          (∂L/∂λ = 0)
-  adjoint   max |∂L/∂x^k| = max |λ^k − J_σ(z^{k+1})ᵀ... |  (∂L/∂x = 0)
+  forward   max |x^N − σ_N(W^N x^{N-1} + b^N)|, reference against kernels   (∂L/∂λ = 0)
+  adjoint   max |∂L/∂x^k|: |λ^N + (1/B) ∂ℓ/∂x^N| and |λ^k − W^{k+1ᵀ} J_σ(z^{k+1})ᵀ λ^{k+1}|
   gradient  ‖∂L/∂θ‖, which falls as training approaches a stationary point of J.
 """
 
@@ -16,22 +16,25 @@ from .model import Model, Params
 
 
 def kkt_residuals(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> dict[str, float]:
-    """forward and adjoint residuals (≈ 0 up to rounding) and the gradient norm at ``params``."""
+    """forward and adjoint residuals (≈ 0 up to rounding) and the gradient norm at ``params``.
+
+    Correct for every activation and loss, custom ones included: the residuals are computed by
+    ``reference`` from the records' definitions, not from the kernels' formulas. Where the
+    exact λ^N is infinite (y/x with a softmax output that underflowed to 0), entries that are
+    not finite on either side are left out.
+    """
     spec = model.spec
     lams = model.adjoint(params, X, Y)
     zs, xs = reference.forward(params, spec.activations, np.asarray(X, float))
-    out = model.forward(params, X)
-    forward = float(np.max(np.abs(out - xs[-1])))
     n, B = spec.depth, len(X)
-    if spec.loss == "mse":
-        adjoint = float(np.max(np.abs(lams[-1] + (xs[-1] - Y) / B)))
-    else:  # λ^N = y / (B x^N); compare where the targets are nonzero
-        mask = np.asarray(Y) != 0
-        adjoint = float(np.max(np.abs((lams[-1] - Y / (B * xs[-1]))[mask])))
-    for k in range(n - 1):  # ∂L/∂x^k = λ^k − W^{k+1ᵀ} J_σ(z^{k+1})ᵀ λ^{k+1}, rows as samples
-        W_next = params[k + 1][0]
-        G = reference.vjp(spec.activations[k + 1], zs[k + 1], xs[k + 2], lams[k + 1])
-        adjoint = max(adjoint, float(np.max(np.abs(lams[k] - G @ W_next))))
+    forward = float(np.max(np.abs(model.forward(params, X) - xs[n])))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _, df = reference.loss_terms(spec.loss, xs[n], Y)
+    gaps = [lams[n - 1] + df / B]  # ∂L/∂x^N = (1/B) ∂ℓ/∂x + λ^N
+    for k in range(1, n):  # ∂L/∂x^k = λ^k − W^{k+1ᵀ} J_σ(z^{k+1})ᵀ λ^{k+1}, samples as rows
+        G = reference.vjp(spec.activations[k], zs[k + 1], xs[k + 1], lams[k])
+        gaps.append(lams[k - 1] - G @ params[k][0])
+    adjoint = max(float(np.max(np.abs(gap[np.isfinite(gap)]), initial=0.0)) for gap in gaps)
     _, grads = model.loss_and_grad(params, X, Y)
     gradient = float(np.sqrt(sum(np.sum(gW**2) + np.sum(gb**2) for gW, gb in grads)))
     return {"forward": forward, "adjoint": adjoint, "gradient": gradient}

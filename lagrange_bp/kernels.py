@@ -1,43 +1,32 @@
-"""Step 6b: assemble one network's kernels from the generic-layer equations.
+"""Step 6b: assemble one network's kernels from the generic-layer equations and the records.
 
-For each layer k the generic equations of ``general.derive_general`` (σ made concrete) are
-moved to the rows layout and printed by ``codegen.Emitter``; the statements of all layers form
-four functions: ``forward``, ``adjoint``, ``loss_and_grad`` and ``sgd_step``. Where the
-derivative σ' can be written in the layer's output (tanh: 1 − x², sigmoid: x(1 − x)), the
-forward constraint X^k = σ(Z^k) is used to do so, and Z^k shares X^k's buffer.
+For each layer k the generic equations of ``generic.derive_generic`` — Z^k, Λ^k = W^{k+1ᵀ}G^{k+1},
+∂L/∂W^k, ∂L/∂b^k, the update — are moved to the NumPy layout (samples are rows: the array x1 holds
+X^1ᵀ, shape (B, n_1)) by SymPy's transpose; X^k = σ_k(Z^k), G^k and the loss come from the layer's
+activation record and the loss record in the stable forms they print. Where the record has σ'
+as a polynomial in σ (tanh: 1 − x²), G^k reads X^k, and Z^k shares X^k's buffer. Each block of
+statements carries a comment naming its equation; the blocks form five functions: ``forward``,
+``adjoint``, ``loss_and_grad``, ``sgd_step`` and ``loss``.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import sympy as sp
 from sympy import MatrixSymbol
-from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
-from .codegen import Buffers, Emitter, compile_source, row_symbol
-from .functions import X_VAR, Y_VAR, get_activation, loss_expression
-from .general import (
-    N_K,
-    N_NEXT,
-    N_PREV,
-    SIGMA_K,
-    B,
-    GeneralDerivation,
-    S,
-    U,
-    derive_general,
-    output_adjoint_for,
-    vjp_for,
-)
+from .codegen import Buffers, KernelPrinter, compile_source
+from .functions import Activation, Loss, get_activation, get_loss
+from .generic import LAYER, N_K, N_NEXT, N_PREV, GenericDerivation, derive_generic
+from .matrices import BATCH, Entrywise
 from .spec import NetworkSpec
 
 ETA = sp.Symbol("eta")
+ROWS = 1  # in the kernels a sample is a row: its entries run along axis 1
 KERNELS = ("forward", "adjoint", "loss_and_grad", "sgd_step", "loss")
 
 
@@ -53,93 +42,96 @@ class Kernel:
 
 
 @dataclass
+class Block:
+    """Statements computing one equation, and the equation as a comment and as SymPy."""
+
+    label: str
+    lines: list[str]
+    expr: sp.Basic
+
+
+@dataclass
 class LayerCode:
-    """The statements of one layer, by role, and the SymPy expressions they print."""
+    """The blocks of one layer, by role."""
 
-    forward: list[str] = field(default_factory=list)
-    adjoint: list[str] = field(default_factory=list)  # λ^k
-    vjp: list[str] = field(default_factory=list)  # G^k
-    grads: list[str] = field(default_factory=list)  # ∂L/∂W^k, ∂L/∂b^k
-    update: list[str] = field(default_factory=list)  # W^k ← W^k − η ∂L/∂W^k
-    equations: list[tuple[str, sp.Basic]] = field(default_factory=list)
-
-
-def _concrete(expr: sp.Basic, activation: str) -> sp.Basic:
-    """Replace the abstract σ_k by the layer's activation."""
-    act = get_activation(activation)
-    return expr.replace(
-        lambda e: isinstance(e, sp.Function) and e.func == SIGMA_K, lambda e: act.of(e.args[0])
-    )
+    forward: list[Block] = field(default_factory=list)  # Z^k, X^k
+    adjoint: list[Block] = field(default_factory=list)  # Λ^k
+    vjp: list[Block] = field(default_factory=list)  # G^k
+    grads: list[Block] = field(default_factory=list)  # ∂L/∂W^k, ∂L/∂b^k
+    update: list[Block] = field(default_factory=list)  # W^k ← W^k − η ∂L/∂W^k, same for b^k
 
 
-def _in_outputs(vjp: sp.MatrixExpr, activation: str, Z: MatrixSymbol) -> tuple[sp.MatrixExpr, bool]:
-    """Rewrite σ'(Z) as a function of X = σ(Z) where SymPy's σ' is a polynomial in σ."""
-    act = get_activation(activation)
-    if act.custom:
-        return vjp, False
-    fn = act.function
+def rows(M: MatrixSymbol, name: str) -> MatrixSymbol:
+    """The rows-layout array of a column-layout matrix symbol, as a MatrixSymbol."""
+    return MatrixSymbol(name, M.shape[1], M.shape[0])
 
-    def rewrite(e: ElementwiseApplyFunction) -> sp.Basic:
-        body = e.function.expr
-        if fn is None:
-            return ElementwiseApplyFunction(sp.Lambda(U, body), S.X)
-        new = body.xreplace({fn(U): U})
-        if new.has(U) and not body.has(fn(U)):
-            return e
-        return ElementwiseApplyFunction(sp.Lambda(U, new), S.X)
 
-    out = vjp.replace(lambda e: isinstance(e, ElementwiseApplyFunction) and e.expr == Z, rewrite)
-    return out, not out.has(Z)
+def _body_text(e: sp.Basic) -> str:
+    """An entrywise function's body in x (the first matrix's entry) and y, for a comment."""
+    if isinstance(e, Entrywise):
+        names = dict(zip(e.function.variables, (sp.Symbol("x"), sp.Symbol("y"), sp.Symbol("w"))))
+        return sp.sstr(e.function.expr.xreplace(names))
+    return sp.sstr(e)
 
 
 class Assembler:
-    """Builds the statements of every layer with one buffer registry and one name table."""
+    """Builds every layer's blocks with one printer, one buffer registry and one name table."""
 
     def __init__(self, spec: NetworkSpec) -> None:
         self.spec = spec
-        self.g: GeneralDerivation = derive_general()
+        self.g: GenericDerivation = derive_generic()
+        self.acts: list[Activation] = [get_activation(a) for a in spec.activations]
+        self.loss: Loss = get_loss(spec.loss)
         self.buffers = Buffers()
+        self.printer = KernelPrinter({}, self.buffers, {})
         self.layers: dict[int, LayerCode] = {}
         self.x_name: dict[int, str] = {0: "X"}
+        self.loss_block: Block | None = None
+
+    def block(self, label: str, out: str, expr: sp.Basic, scratch: tuple[str, ...] = ()) -> Block:
+        lines = self.printer.assign(out, expr, scratch)
+        return Block(label if lines else f"{label}: {out} already holds it", lines, expr)
 
     def layer(self, k: int) -> LayerCode:
-        spec, g, w = self.spec, self.g, self.spec.widths
-        act = spec.activations[k - 1]
-        n = spec.depth
+        g, w, n, s = self.g, self.spec.widths, self.spec.depth, LAYER
+        act = self.acts[k - 1]
         sizes = {N_PREV: w[k - 1], N_K: w[k], N_NEXT: w[k + 1] if k < n else 1}
-        Z = MatrixSymbol("Z^k", N_K, B)
-        fused = k == n and spec.loss == "cross_entropy"
-        vjp_col = g.fused_softmax_ce.rhs if fused else vjp_for(act).rhs.xreplace({S.Z: Z})
-        vjp_col, no_z = _in_outputs(vjp_col, act, Z) if act != "softmax" else (vjp_col, True)
-        z, x = f"z{k}", (f"z{k}" if no_z and act != "softmax" else f"x{k}")
+        Z = MatrixSymbol("Z", BATCH, N_K)
+        X, Lam, Y = rows(s.X, "X"), rows(s.Lam, "Λ"), rows(s.Y, "Y")
+        if k == n:
+            G = act.kernel_output_vjp(self.loss, Z, X, Y, ROWS)
+            terms = self.loss.kernel_terms(act, Z, X, Y, ROWS)
+            needs_z = G.has(Z) or terms.has(Z)
+        else:
+            G = act.kernel_vjp(Z, X, Lam, ROWS)
+            needs_z = G.has(Z)
+        x = f"x{k}"
+        z = f"z{k}" if needs_z else x  # Z^k only until X^k = σ(Z^k) overwrites it
         self.x_name[k] = x
-        rows = {
-            M: row_symbol(M, name)
-            for M, name in [
-                (S.X_prev, "Xp"),
-                (S.X, "X"),
-                (S.Lam, "L"),
-                (S.G, "G"),
-                (S.G_next, "Gn"),
-                (S.Y, "Y"),
-                (S.b, "b"),
-                (Z, "Z"),
-            ]
+        table = {
+            s.X_prev: rows(s.X_prev, "Xp"),
+            s.X: X,
+            s.Lam: Lam,
+            s.G: rows(s.G, "G"),
+            s.G_next: rows(s.G_next, "Gn"),
+            s.Y: Y,
+            s.b: rows(s.b, "b"),
         }
-        names = {
-            rows[S.X_prev]: self.x_name[k - 1],
-            rows[S.X]: x,
-            rows[S.Lam]: f"lam{k}",
-            rows[S.G]: f"g{k}",
-            rows[S.G_next]: f"g{k + 1}",
-            rows[S.Y]: "Y",
-            rows[S.b]: f"b{k}",
-            rows[Z]: z,
-            S.W: f"W{k}",
-            S.W_next: f"W{k + 1}",
+        self.printer.names = {
+            table[s.X_prev]: self.x_name[k - 1],
+            X: x,
+            Lam: f"lam{k}",
+            table[s.G]: f"g{k}",
+            table[s.G_next]: f"g{k + 1}",
+            Y: "Y",
+            table[s.b]: f"b{k}",
+            Z: z,
+            s.W: f"W{k}",
+            s.W_next: f"W{k + 1}",
         }
-        for name, dim in ((z, N_K), (x, N_K), (f"lam{k}", N_K), (f"g{k}", N_K)):
-            self.buffers.declare(name, ("B", int(dim.subs(sizes))))
+        self.printer.sizes = sizes
+        for name in {z, x, f"lam{k}", f"g{k}"}:
+            self.buffers.declare(name, ("B", w[k]))
         self.buffers.external |= {
             f"W{k}": (w[k], w[k - 1]),
             f"b{k}": (w[k],),
@@ -147,45 +139,47 @@ class Assembler:
             "Y": ("B", w[-1]),
         }
 
-        def R(e: sp.Basic) -> sp.MatrixExpr:  # to the rows layout
-            return sp.transpose(e.xreplace({M: r.T for M, r in rows.items()})).doit()
-
-        def emit(out: str, e: sp.MatrixExpr, label: str) -> list[str]:
-            em = Emitter(dict(names), self.buffers, sizes)
-            em.assign(out, e)
-            code.equations.append((label, e))
-            return em.lines
+        def to_rows(e: sp.Basic) -> sp.MatrixExpr:
+            return sp.transpose(e.xreplace({M: r.T for M, r in table.items()})).doit()
 
         code = LayerCode()
-        if act == "softmax":
-            code.forward = emit(z, R(S.Z), f"Z^{k} = X^{k - 1} W^{k}ᵀ + 1 b^{k}ᵀ")
-            r = self.buffers.declare(f"r{k}", ("B", 1))
-            code.forward += [
-                f"np.max({z}, axis=1, keepdims=True, out={r})",
-                f"np.subtract({z}, {r}, out={x})",
-                f"np.exp({x}, out={x})",
-                f"np.sum({x}, axis=1, keepdims=True, out={r})",
-                f"np.divide({x}, {r}, out={x})",
-            ]
-            code.equations.append((f"X^{k} = softmax(Z^{k}) by rows", sp.Symbol("softmax")))
-        else:
-            fwd = _concrete(g.forward.rhs, act).xreplace({S.Z: Z})
-            code.forward = emit(z, R(S.Z), f"Z^{k} = X^{k - 1} W^{k}ᵀ + 1 b^{k}ᵀ")
-            code.forward += emit(x, R(fwd), f"X^{k} = σ_{k}(Z^{k})") if fwd != Z else []
-        if k == n:
-            code.adjoint = emit(f"lam{k}", R(output_adjoint_for(spec.loss).rhs), f"Λ^{k} (output)")
-        else:
-            code.adjoint = emit(f"lam{k}", R(g.adjoint.rhs), f"Λ^{k} = W^{k + 1}ᵀ G^{k + 1}")
-        code.vjp = emit(f"g{k}", R(vjp_col), f"G^{k}" + (" (fused softmax–CE)" if fused else ""))
-        gW, gb = (
-            self.buffers.declare(f"gW{k}", (w[k], w[k - 1])),
-            self.buffers.declare(f"gb{k}", (w[k],)),
+        kept = f" (in {x}: Z^{k} is not needed once X^{k} = σ(Z^{k}))" if z == x else ""
+        code.forward.append(
+            self.block(f"Z^{k} = X^{k - 1} W^{k}ᵀ + 1 b^{k}ᵀ{kept}", z, to_rows(s.Z))
         )
-        dW = sp.transpose(R(g.weight_gradient.rhs)).doit()  # W keeps its (n_k, n_{k-1}) shape
-        db = R(g.bias_gradient.rhs)  # a row: the array b^k of shape (n_k,)
-        code.grads = emit(gW, dW, f"∂L/∂W^{k}") + emit(gb, db, f"∂L/∂b^{k}")
-        code.update = emit(f"W{k}", (S.W - ETA * dW).doit(), f"W^{k} ← W^{k} − η ∂L/∂W^{k}") + emit(
-            f"b{k}", (rows[S.b] - ETA * db).doit(), f"b^{k} ← b^{k} − η ∂L/∂b^{k}"
+        forward = act.kernel_forward(Z, ROWS)
+        code.forward.append(self.block(_forward_label(act, k), x, forward))
+        if k == n:
+            self.buffers.declare("loss_terms", ("B", w[k]))
+            label = f"J = (1/B) Σ_ij f(X^{k}_ij, Y_ij), f = {_body_text(terms)}"
+            self.loss_block = self.block(label, "loss_terms", terms)
+            lam_n = to_rows(self.loss.output_adjoint(s.X, s.Y))
+            code.adjoint.append(
+                self.block(
+                    f"Λ^{k} = −(1/B) ∂ℓ/∂x(X^{k}, Y) = {_body_text(lam_n)}", f"lam{k}", lam_n
+                )
+            )
+            label = (
+                f"G^{k} = J_σ(Z^{k})ᵀ Λ^{k} with Λ^{k} substituted: entrywise {_body_text(G)}, "
+                f"x from X^{k}, y from Y"
+            )
+        else:
+            adjoint = to_rows(g.adjoint.rhs)
+            code.adjoint.append(self.block(f"Λ^{k} = G^{k + 1} W^{k + 1}", f"lam{k}", adjoint))
+            label = _vjp_label(act, k)
+        code.vjp.append(self.block(label, f"g{k}", G))
+        gW = self.buffers.declare(f"gW{k}", (w[k], w[k - 1]))
+        gb = self.buffers.declare(f"gb{k}", (w[k],))
+        dW = sp.transpose(to_rows(g.weight_gradient.rhs)).doit()  # W keeps its (n_k, n_{k-1})
+        db = to_rows(g.bias_gradient.rhs)  # a row: the array b^k of shape (n_k,)
+        code.grads.append(self.block(f"∂L/∂W^{k} = −G^{k}ᵀ X^{k - 1}", gW, dW))
+        code.grads.append(self.block(f"∂L/∂b^{k} = −1ᵀ G^{k}", gb, db))
+        code.update.append(
+            self.block(f"W^{k} ← W^{k} − η ∂L/∂W^{k}", f"W{k}", (s.W - ETA * dW).doit(), (gW,))
+        )
+        b_row = table[s.b]
+        code.update.append(
+            self.block(f"b^{k} ← b^{k} − η ∂L/∂b^{k}", f"b{k}", (b_row - ETA * db).doit(), (gb,))
         )
         return code
 
@@ -195,90 +189,94 @@ class Assembler:
         return self.layers
 
 
-def loss_lines(spec: NetworkSpec, asm: Assembler) -> list[str]:
-    """J = (1/B) Σ_i ℓ(y_i, x^N_i) into the local ``loss``, printed stably.
+def _forward_label(act: Activation, k: int) -> str:
+    if not act.elementwise:
+        return f"X^{k} = {act.text}(Z^{k}) by samples (rows), after subtracting each row's max"
+    if act.builtin:
+        return f"X^{k} = {act.text}(Z^{k})"
+    return f"X^{k} = σ_{k}(Z^{k}), σ_{k}(z) = {act.text}"
 
-    mse: ½ Σ (x^N − y)² / B.  Cross-entropy after softmax: −Σ y ⊙ log softmax(z^N) / B with
-    log softmax(z) = (z − max z) − log Σ exp(z − max z), finite for any finite z.
-    """
-    n, w = spec.depth, spec.widths
-    x, z = asm.x_name[n], f"z{n}"
-    t = asm.buffers.declare("loss_t", ("B", w[-1]))
-    if spec.loss == "mse":
-        return [f"np.subtract({x}, Y, out={t})", f"loss = 0.5 * float(np.vdot({t}, {t})) / B"]
-    f = loss_expression(spec.loss)
-    if f is not None:  # a user's Σ_j f(x_j, y_j)
-        em = Emitter({}, asm.buffers, {})
-        xs, ys = em.array(x), em.array("Y")
-        em.elementwise(t, f.xreplace({X_VAR: xs, Y_VAR: ys}))
-        return [*em.lines, f"loss = float(np.sum({t})) / B"]
-    m = asm.buffers.declare("loss_m", ("B", 1))
-    e = asm.buffers.declare("loss_e", ("B", w[-1]))
-    return [
-        f"np.max({z}, axis=1, keepdims=True, out={m})",
-        f"np.subtract({z}, {m}, out={t})",
-        f"np.exp({t}, out={e})",
-        f"np.sum({e}, axis=1, keepdims=True, out={m})",
-        f"np.log({m}, out={m})",
-        f"np.subtract({t}, {m}, out={t})",
-        f"loss = -float(np.vdot(Y, {t})) / B",
+
+def _vjp_label(act: Activation, k: int) -> str:
+    if not act.elementwise:
+        return f"G^{k} = J_σ(Z^{k})ᵀ Λ^{k} = X^{k} ⊙ (Λ^{k} − rowsum(X^{k} ⊙ Λ^{k}))"
+    form = getattr(act, "output_form", None)
+    if form is not None:
+        return f"G^{k} = σ'_{k}(Z^{k}) ⊙ Λ^{k}, σ'_{k} = {sp.sstr(form)} in x = X^{k}"
+    return f"G^{k} = σ'_{k}(Z^{k}) ⊙ Λ^{k}, σ'_{k}(z) = {sp.sstr(act.derivative_form)}"  # type: ignore[attr-defined]
+
+
+SIGNATURES = {
+    "forward": ("params, X, buf", "X^N (B, n_N): the forward pass"),
+    "adjoint": ("params, X, Y, buf", "[Λ^1, …, Λ^N]: the multipliers at the KKT point"),
+    "loss_and_grad": ("params, X, Y, buf", "J and [(∂L/∂W^k, ∂L/∂b^k)], k = 1..N"),
+    "sgd_step": ("params, X, Y, eta, buf", "None; θ ← θ − η ∂L/∂θ in place on params"),
+    "loss": ("params, X, Y, buf", "J = (1/B) Σ ℓ(y, x^N): the forward pass and the loss"),
+}
+
+
+def _function(name: str, spec: NetworkSpec, buffers: list[str], blocks: list[Block | str]) -> str:
+    args, returns = SIGNATURES[name]
+    n = spec.depth
+    unpack = ", ".join(f"(W{k}, b{k})" for k in range(1, n + 1))
+    equations = [b.label for b in blocks if isinstance(b, Block)]
+    doc = [
+        f'    """{name}({args}) -> {returns}.',
+        "",
+        f"    Generated by lagrange_bp for {spec.describe()} from the derived KKT equations.",
+        "    Arrays hold samples as rows: X (B, n_0), x1 (B, n_1) is X^1ᵀ; W^k (n_k, n_(k-1)).",
+        "    Equations, in order:",
+        *[f"      {label}" for label in equations],
+        '    """',
     ]
-
-
-def _function(
-    name: str, args: str, buffers: list[str], body: list[str], ret: str, n_layers: int
-) -> str:
-    unpack = ", ".join(f"(W{k}, b{k})" for k in range(1, n_layers + 1))
-    lines = [f"def {name}({args}):", f"    {unpack}, = params", "    B = X.shape[0]"]
+    lines = [f"def {name}({args}):", *doc, f"    {unpack}, = params", "    B = X.shape[0]"]
     if buffers:
         lines.append(f"    {', '.join(buffers)}, = buf")
-    lines += [f"    {line}" for line in body]
-    lines.append(f"    return {ret}")
+    for b in blocks:
+        if isinstance(b, Block):
+            lines.append(f"    # {b.label}")
+            lines += [f"    {line}" for line in b.lines]
+        else:
+            lines.append(f"    {b}")
     return "\n".join(lines) + "\n"
 
 
 def build_kernels(spec: NetworkSpec) -> tuple[dict[str, Kernel], dict[str, tuple[int | str, ...]]]:
-    """Generate and compile forward, adjoint, loss_and_grad and sgd_step for ``spec``."""
+    """Generate and compile forward, adjoint, loss_and_grad, sgd_step and loss for ``spec``."""
     asm = Assembler(spec)
     layers = asm.build()
     n = spec.depth
-    fused = spec.loss == "cross_entropy"
-    loss = loss_lines(spec, asm)
-    forward = [line for k in range(1, n + 1) for line in layers[k].forward]
+    assert asm.loss_block is not None
+    forward = [b for k in range(1, n + 1) for b in layers[k].forward]
+    loss: list[Block | str] = [asm.loss_block, "loss = float(np.sum(loss_terms)) / B"]
 
-    def backward(per_layer: str | None, with_output_lam: bool) -> list[str]:
-        """λ^N (if asked) and G^N, then per layer k = N..1: λ^{k-1}, G^{k-1} (from W^k before
-        any update of W^k) and the layer's own statements (gradients or update)."""
-        body = (layers[n].adjoint if with_output_lam else []) + layers[n].vjp
+    def backward(per_layer: str | None) -> list[Block | str]:
+        """G^N, then per layer k = N..1: Λ^{k-1} and G^{k-1} (from W^k before any update of
+        W^k) and the layer's own blocks (gradients or update)."""
+        body: list[Block | str] = list(layers[n].vjp)
         for k in range(n, 0, -1):
             if k > 1:
                 body += layers[k - 1].adjoint + layers[k - 1].vjp
             body += getattr(layers[k], per_layer) if per_layer else []
         return body
 
-    adjoint_body = backward(None, True)
-    bodies = {
-        "forward": (forward, asm.x_name[n], "params, X, buf"),
-        "adjoint": (
-            forward + adjoint_body,
-            "[" + ", ".join(f"lam{k}" for k in range(1, n + 1)) + "]",
-            "params, X, Y, buf",
-        ),
-        "loss_and_grad": (
-            forward + loss + backward("grads", not fused),
-            "loss, [" + ", ".join(f"(gW{k}, gb{k})" for k in range(1, n + 1)) + "]",
-            "params, X, Y, buf",
-        ),
-        "sgd_step": (forward + backward("update", not fused), "None", "params, X, Y, eta, buf"),
-        "loss": (forward + loss, "loss", "params, X, Y, buf"),
+    lams = "[" + ", ".join(f"lam{k}" for k in range(1, n + 1)) + "]"
+    grads = "[" + ", ".join(f"(gW{k}, gb{k})" for k in range(1, n + 1)) + "]"
+    bodies: dict[str, list[Block | str]] = {
+        "forward": [*forward, f"return {asm.x_name[n]}"],
+        "adjoint": [*forward, *layers[n].adjoint, *backward(None), f"return {lams}"],
+        "loss_and_grad": [*forward, *loss, *backward("grads"), f"return loss, {grads}"],
+        "sgd_step": [*forward, *backward("update"), "return None"],
+        "loss": [*forward, *loss, "return loss"],
     }
     names = sorted(asm.buffers.shapes)
-    equations = [eq for k in range(1, n + 1) for eq in layers[k].equations]
     kernels = {}
-    for name, (body, ret, args) in bodies.items():
-        text = "\n".join(body) + "\n" + ret
+    for name, blocks in bodies.items():
+        text = "\n".join(
+            line for b in blocks for line in (b.lines if isinstance(b, Block) else [b])
+        )
         used = [b for b in names if re.search(rf"\b{b}\b", text)]
-        src = _function(name, args, used, body, ret, n)
-        fn = compile_source(name, src, {"np": np, "math": math})
-        kernels[name] = Kernel(name, src, equations, fn, used)
+        source = _function(name, spec, used, blocks)
+        equations = [(b.label, b.expr) for b in blocks if isinstance(b, Block)]
+        kernels[name] = Kernel(name, source, equations, compile_source(name, source), used)
     return kernels, asm.buffers.shapes

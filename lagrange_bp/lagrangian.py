@@ -86,7 +86,7 @@ def lagrangian(
     spec: NetworkSpec, sym: Symbols, activations: dict[int, Activation]
 ) -> tuple[sp.Expr, sp.Expr]:
     """L and the loss ℓ(y, x^N); each layer adds λ^kᵀ c^k with c^k = x^k − σ_k(z^k)."""
-    loss = get_loss(spec.loss)(list(sym.x[spec.depth]), list(sym.y))
+    loss = get_loss(spec.loss).apply(list(sym.x[spec.depth]), list(sym.y))
     terms = [loss]
     for k in range(1, spec.depth + 1):
         sigma_z = activations[k].apply(preactivation(sym, k))

@@ -1,6 +1,6 @@
 """Step 7: the compiled model — NumPy functions generated from the derived equations (DESIGN §3).
 
-``compile(spec)`` prints the generic-layer equations of ``general`` into NumPy kernels
+``compile(spec)`` prints the generic-layer equations of ``generic`` into NumPy kernels
 (``kernels``) and wraps them with checks at the public boundary. Arrays: samples are rows,
 X (B, n_0), Y (B, n_N), W^k (n_k, n_{k-1}), b^k (n_k,). float64 by default, float32 on request.
 """
@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .functions import get_activation, get_loss
 from .kernels import Kernel, build_kernels
 from .spec import NetworkSpec
 
@@ -61,13 +62,15 @@ class Model:
 
     # --- the public functions --------------------------------------------------------------
     def init_params(self, seed: int = 0) -> Params:
-        """Glorot-uniform weights (He for relu layers) and zero biases, from ``seed``."""
+        """Glorot-uniform weights (He's limit √(6/n_in) where the activation record asks for
+        it, the relu family) and zero biases, from ``seed``."""
         rng = np.random.default_rng(seed)
         params = []
         for (n_in, n_out), act in zip(
             zip(self.spec.widths[:-1], self.spec.widths[1:]), self.spec.activations
         ):
-            limit = np.sqrt(6.0 / n_in) if act == "relu" else np.sqrt(6.0 / (n_in + n_out))
+            he = get_activation(act).he_init
+            limit = np.sqrt(6.0 / n_in) if he else np.sqrt(6.0 / (n_in + n_out))
             W = rng.uniform(-limit, limit, size=(n_out, n_in)).astype(self.dtype)
             params.append((W, np.zeros(n_out, self.dtype)))
         return params
@@ -146,10 +149,11 @@ class Model:
             raise ValueError(
                 f"X and Y must have the same number of rows (samples), got {len(X)} and {len(Y)}"
             )
-        if self.spec.loss == "cross_entropy" and not np.allclose(Y.sum(axis=1), 1.0, atol=1e-6):
+        loss = get_loss(self.spec.loss)
+        if loss.classification and not np.allclose(Y.sum(axis=1), 1.0, atol=1e-6):
             raise ValueError(
-                "Y: each row must sum to 1 for cross_entropy (one-hot or "
-                "probabilities), since the fused softmax–CE term assumes it"
+                f"Y: each row must sum to 1 for {loss.text} (one-hot or probabilities), "
+                "since the simplified output term G^N = (Y − X^N)/B assumes it"
             )
         return X, Y
 

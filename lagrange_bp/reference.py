@@ -1,166 +1,163 @@
-"""Hand-written chain-rule backpropagation in NumPy — no SymPy. Used only to check the model.
+"""Hand-written chain-rule backpropagation in NumPy, used only to check the model.
 
-Samples are rows. ``loss_and_grad`` and ``adjoint`` follow the textbook δ recursion
-δ^N = ∂J/∂z^N, δ^k = (δ^{k+1} W^{k+1}) ⊙ σ'_k(z^k), ∂J/∂W^k = δ^kᵀ x^{k-1}, with λ^k = −∂J/∂x^k.
-``HandTrainer`` is the same algorithm with preallocated buffers: the benchmarks' baseline.
+Independent of the derivation: no SymPy differentiation and no generated code. It reads each
+function's *definition* — the SymPy expression of the activation or loss record, as written —
+and evaluates it with forward-mode dual numbers whose rules (value and derivative of exp, log,
+tanh, sigmoid, relu, …) are written here by hand. A built-in is one such primitive, so it runs
+exactly the hand-written code; a user's expression is differentiated by the same rules, entry by
+entry. Softmax, the one vector activation, has its hand-written forward and Jacobian product.
+
+Samples are rows. Layers are k = 1..N everywhere; lists returned here (gradients, λ) are in
+layer order, index k − 1, like ``params``. The textbook δ recursion:
+δ^N = ∂J/∂z^N, δ^k = (δ^{k+1} W^{k+1}) ⊙ σ'_k(z^k), ∂J/∂W^k = δ^kᵀ x^{k-1}, λ^k = −∂J/∂x^k.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import scipy.special
+import sympy as sp
+
+from .functions import X_VAR, Y_VAR, Z_VAR, Activation, get_activation, get_loss
+from .primitives import relu, sigmoid, softmax, softplus, step
 
 Params = list[tuple[np.ndarray, np.ndarray]]
+Dual = tuple[np.ndarray, np.ndarray]  # (value, derivative with respect to the seeded input)
+Rule = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
 
 
-def activate(name: str, z: np.ndarray) -> np.ndarray:
-    """σ(z) by rows."""
-    if name == "identity":
-        return z.copy()
-    if name == "sigmoid":
-        return 0.5 * np.tanh(0.5 * z) + 0.5
-    if name == "tanh":
-        return np.tanh(z)
-    if name == "relu":
-        return np.maximum(z, 0.0)
-    if name == "softplus":
-        return np.logaddexp(0.0, z)
-    if name == "softmax":
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-    raise ValueError(f"unknown activation {name!r}")
+def _zero(u: np.ndarray) -> np.ndarray:
+    return np.zeros_like(u)
 
 
-def vjp(name: str, z: np.ndarray, x: np.ndarray, upstream: np.ndarray) -> np.ndarray:
+def _sigmoid(u: np.ndarray) -> np.ndarray:
+    return np.asarray(scipy.special.expit(u))
+
+
+#: f and f' of every primitive a definition can contain, by hand
+RULES: dict[type, Rule] = {
+    sp.exp: (np.exp, np.exp),
+    sp.log: (np.log, lambda u: 1.0 / u),
+    sp.tanh: (np.tanh, lambda u: 1.0 - np.tanh(u) ** 2),
+    sp.sinh: (np.sinh, np.cosh),
+    sp.cosh: (np.cosh, np.sinh),
+    sp.sin: (np.sin, np.cos),
+    sp.cos: (np.cos, lambda u: -np.sin(u)),
+    sp.tan: (np.tan, lambda u: 1.0 + np.tan(u) ** 2),
+    sp.atan: (np.arctan, lambda u: 1.0 / (1.0 + u * u)),
+    sp.Abs: (np.abs, np.sign),
+    sp.sign: (np.sign, _zero),
+    sigmoid: (_sigmoid, lambda u: _sigmoid(u) * _sigmoid(-u)),
+    softplus: (lambda u: np.logaddexp(0.0, u), _sigmoid),
+    relu: (lambda u: np.maximum(u, 0.0), lambda u: (u > 0).astype(float)),
+    step: (lambda u: (u > 0).astype(float), _zero),
+}
+
+
+def dual(expr: sp.Expr, env: dict[sp.Symbol, Dual]) -> Dual:
+    """(value, derivative) of expr, entry by entry, by the sum, product, power and chain rules."""
+    if expr.is_Symbol:
+        return env[expr]
+    if expr.is_number:
+        value = float(expr)
+        shape = np.shape(next(iter(env.values()))[0])
+        return np.full(shape, value), np.zeros(shape)
+    if expr.is_Add:
+        parts = [dual(a, env) for a in expr.args]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)  # type: ignore[return-value]
+    if expr.is_Mul:
+        value, deriv = dual(expr.args[0], env)
+        for a in expr.args[1:]:
+            v, d = dual(a, env)
+            value, deriv = value * v, deriv * v + value * d
+        return value, deriv
+    if expr.is_Pow:
+        (b, db), (p, dp) = dual(expr.base, env), dual(expr.exp, env)
+        value = b**p
+        if expr.exp.is_number:  # d(b^c) = c b^(c−1) db
+            return value, p * b ** (p - 1) * db
+        return value, value * (dp * np.log(b) + p * db / b)  # d(b^p) = b^p (p' log b + p b'/b)
+    if type(expr) in RULES and len(expr.args) == 1:
+        f, df = RULES[type(expr)]
+        u, du = dual(expr.args[0], env)
+        return f(u), df(u) * du
+    raise ValueError(f"the reference has no hand-written rule for {type(expr).__name__}")
+
+
+def softmax_rows(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_vjp(z: np.ndarray, x: np.ndarray, upstream: np.ndarray) -> np.ndarray:
+    """J_softmax(z)ᵀ upstream = x ⊙ (upstream − Σ_j x_j upstream_j), row by row."""
+    return x * (upstream - (x * upstream).sum(axis=1, keepdims=True))
+
+
+#: vector activations, by their SymPy function: (forward by rows, Jacobian product)
+VECTOR = {softmax: (softmax_rows, softmax_vjp)}
+
+
+def _vector(act: Activation) -> tuple[Callable[..., np.ndarray], Callable[..., np.ndarray]]:
+    function = getattr(act, "function", None)
+    if function not in VECTOR:
+        raise ValueError(f"the reference has no hand-written rule for activation {act.text!r}")
+    return VECTOR[function]
+
+
+def activate(activation: str, z: np.ndarray) -> np.ndarray:
+    """σ(z) by rows, for a built-in name or an expression in z."""
+    act = get_activation(activation)
+    if not act.elementwise:
+        return _vector(act)[0](z)
+    return dual(act.definition, {Z_VAR: (z, np.ones_like(z))})[0]  # type: ignore[attr-defined]
+
+
+def vjp(activation: str, z: np.ndarray, x: np.ndarray, upstream: np.ndarray) -> np.ndarray:
     """J_σ(z)ᵀ · upstream, row by row."""
-    if name == "identity":
-        return upstream.copy()
-    if name == "sigmoid":
-        return upstream * x * (1.0 - x)
-    if name == "tanh":
-        return upstream * (1.0 - x * x)
-    if name == "relu":
-        return upstream * (z > 0)
-    if name == "softplus":
-        return upstream * (0.5 * np.tanh(0.5 * z) + 0.5)
-    if name == "softmax":
-        return x * (upstream - (x * upstream).sum(axis=1, keepdims=True))
-    raise ValueError(f"unknown activation {name!r}")
+    act = get_activation(activation)
+    if not act.elementwise:
+        return _vector(act)[1](z, x, upstream)
+    return dual(act.definition, {Z_VAR: (z, np.ones_like(z))})[1] * upstream  # type: ignore[attr-defined]
+
+
+def loss_terms(loss: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """f(x, y) and ∂f/∂x entry by entry, for ℓ = Σ_j f(x_j, y_j)."""
+    term = get_loss(loss).term
+    x, y = np.broadcast_arrays(np.asarray(x, float), np.asarray(y, float))
+    return dual(term, {X_VAR: (x, np.ones_like(x)), Y_VAR: (y, np.zeros_like(y))})
 
 
 def forward(
     params: Params, activations: tuple[str, ...], X: np.ndarray
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Pre-activations z^1..z^N and states x^0..x^N."""
-    xs, zs = [X], []
-    for (W, b), act in zip(params, activations):
-        zs.append(xs[-1] @ W.T + b)
-        xs.append(activate(act, zs[-1]))
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Pre-activations z^k (k = 1..N) and states x^k (k = 0..N), keyed by k."""
+    zs: dict[int, np.ndarray] = {}
+    xs = {0: np.asarray(X, float)}
+    for k, ((W, b), act) in enumerate(zip(params, activations), start=1):
+        zs[k] = xs[k - 1] @ W.T + b
+        xs[k] = activate(act, zs[k])
     return zs, xs
 
 
-def loss(loss_name: str, z: np.ndarray, x: np.ndarray, Y: np.ndarray) -> float:
-    """J = (1/B) Σ ℓ; cross-entropy through a stable log-softmax of z."""
-    B = len(Y)
-    if loss_name == "mse":
-        return 0.5 * float(np.sum((x - Y) ** 2)) / B
-    logp = z - z.max(axis=1, keepdims=True)
-    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
-    return -float(np.sum(Y * logp)) / B
-
-
 def loss_and_grad(
-    params: Params, activations: tuple[str, ...], loss_name: str, X: np.ndarray, Y: np.ndarray
+    params: Params, activations: tuple[str, ...], loss: str, X: np.ndarray, Y: np.ndarray
 ) -> tuple[float, Params, list[np.ndarray]]:
-    """J, ∇J by the chain rule, and −∂J/∂x^k for k = 1..N."""
+    """J, ∇J by the chain rule, and λ^k = −∂J/∂x^k, k = 1..N (lists in layer order)."""
     zs, xs = forward(params, activations, X)
-    B, n = len(X), len(params)
-    dx = (xs[-1] - Y) / B if loss_name == "mse" else None  # ∂J/∂x^N
-    grads: Params = [None] * n  # type: ignore[list-item]
-    neg_dx: list[np.ndarray] = [None] * n  # type: ignore[list-item]
-    for k in range(n - 1, -1, -1):
-        if k == n - 1 and loss_name == "cross_entropy":
-            delta = (xs[-1] - Y) / B  # ∂J/∂z^N for softmax + CE
-            neg_dx[k] = Y / (B * xs[-1])
-        else:
-            neg_dx[k] = -dx
-            delta = vjp(activations[k], zs[k], xs[k + 1], dx)
-        grads[k] = (delta.T @ xs[k], delta.sum(axis=0))
-        dx = delta @ params[k][0]
-    return loss(loss_name, zs[-1], xs[-1], Y), grads, neg_dx
-
-
-class HandTrainer:
-    """SGD on mini-batches, written by hand with preallocated buffers (tanh/relu/sigmoid/identity
-    hidden layers, softmax + cross-entropy or any σ + mse output)."""
-
-    def __init__(
-        self,
-        widths: tuple[int, ...],
-        activations: tuple[str, ...],
-        loss_name: str,
-        batch: int,
-        dtype: np.dtype | str = np.float64,
-    ) -> None:
-        self.acts, self.loss, n = activations, loss_name, len(widths) - 1
-        self.x = [None] + [np.empty((batch, w), dtype) for w in widths[1:]]
-        self.z = [None] + [np.empty((batch, w), dtype) for w in widths[1:]]
-        self.d = [None] + [np.empty((batch, w), dtype) for w in widths[1:]]
-        self.gW = [None] + [np.empty((widths[k], widths[k - 1]), dtype) for k in range(1, n + 1)]
-        self.gb = [None] + [np.empty(widths[k], dtype) for k in range(1, n + 1)]
-        self.r = np.empty((batch, 1), dtype)
-
-    def step(self, params: Params, X: np.ndarray, Y: np.ndarray, lr: float) -> None:
-        """One SGD step in place on params (X has exactly ``batch`` rows)."""
-        n, x, z, d = len(params), self.x, self.z, self.d
-        x[0] = X
-        for k in range(1, n + 1):
-            W, b = params[k - 1]
-            np.matmul(x[k - 1], W.T, out=z[k])
-            z[k] += b
-            act = self.acts[k - 1]
-            if act == "tanh":
-                np.tanh(z[k], out=x[k])
-            elif act == "relu":
-                np.maximum(z[k], 0.0, out=x[k])
-            elif act == "sigmoid":
-                np.multiply(z[k], 0.5, out=x[k])
-                np.tanh(x[k], out=x[k])
-                x[k] *= 0.5
-                x[k] += 0.5
-            elif act == "softmax":
-                np.max(z[k], axis=1, keepdims=True, out=self.r)
-                np.subtract(z[k], self.r, out=x[k])
-                np.exp(x[k], out=x[k])
-                np.sum(x[k], axis=1, keepdims=True, out=self.r)
-                x[k] /= self.r
-            else:
-                np.copyto(x[k], z[k])
-        B = len(X)
-        np.subtract(x[n], Y, out=d[n])  # δ^N = (x^N − y)/B (mse + identity / softmax + CE)
-        d[n] *= 1.0 / B
-        if self.loss == "mse" and self.acts[-1] != "identity":
-            self._local(n, d[n])
-        for k in range(n, 0, -1):
-            W, b = params[k - 1]
-            if k > 1:
-                np.matmul(d[k], W, out=d[k - 1])
-                self._local(k - 1, d[k - 1])
-            np.matmul(d[k].T, x[k - 1], out=self.gW[k])
-            self.gW[k] *= lr
-            W -= self.gW[k]
-            np.sum(d[k], axis=0, out=self.gb[k])
-            self.gb[k] *= lr
-            b -= self.gb[k]
-
-    def _local(self, k: int, d: np.ndarray) -> None:
-        act, x, z = self.acts[k - 1], self.x[k], self.z[k]
-        if act == "tanh":
-            np.square(x, out=z)
-            np.subtract(1.0, z, out=z)
-            d *= z
-        elif act == "relu":
-            d *= z > 0
-        elif act == "sigmoid":
-            np.subtract(1.0, x, out=z)
-            z *= x
-            d *= z
+    n, B = len(params), len(X)
+    f, df = loss_terms(loss, xs[n], Y)
+    lam = {n: -df / B}  # λ^N = −∂J/∂x^N
+    grads: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for k in range(n, 0, -1):
+        delta = -vjp(activations[k - 1], zs[k], xs[k], lam[k])  # δ^k = ∂J/∂z^k
+        grads[k] = (delta.T @ xs[k - 1], delta.sum(axis=0))
+        if k > 1:
+            lam[k - 1] = -(delta @ params[k - 1][0])
+    return (
+        float(f.sum()) / B,
+        [grads[k] for k in range(1, n + 1)],
+        [lam[k] for k in range(1, n + 1)],
+    )

@@ -19,7 +19,8 @@ def _short(d: Derivation, expr: sp.Expr) -> sp.Expr:
     return expr.xreplace(d.z_display())
 
 
-def _tex(d: Derivation, expr: sp.Expr) -> str:
+def latex_of(d: Derivation, expr: sp.Expr) -> str:
+    """An equation side as LaTeX, pre-activations shown as z^{(k)}_i."""
     return sp.latex(_short(d, expr), symbol_names=d.symbols.latex_names)
 
 
@@ -65,7 +66,8 @@ def to_text(d: Derivation) -> str:
     return "\n".join(out)
 
 
-def _dl(var: str) -> str:
+def dl_latex(var: str) -> str:
+    """∂L/∂var as a LaTeX fraction."""
     return rf"\frac{{\partial \mathcal{{L}}}}{{\partial {var}}}"
 
 
@@ -82,7 +84,7 @@ def to_latex(d: Derivation) -> str:
         return names[s]
 
     out = [f"% lagrange_bp derivation: {_header(d)}"]
-    out += block("Lagrangian", [r"\mathcal{L} &= " + _tex(d, d.lagrangian)])
+    out += block("Lagrangian", [r"\mathcal{L} &= " + latex_of(d, d.lagrangian)])
     out += block(
         "pre-activations z^k = W^k x^{k-1} + b^k",
         [f"{sym(eq.lhs)} &= {sp.latex(eq.rhs, symbol_names=names)}" for eq in d.preactivations],
@@ -90,28 +92,28 @@ def to_latex(d: Derivation) -> str:
     out += block(
         "1. dL/dlambda = 0: forward pass",
         [
-            f"{_dl(sym(lam))} &= {_tex(d, d.stationarity[lam])} = 0 "
-            rf"\;\Rightarrow\; {sym(eq.lhs)} = {_tex(d, eq.rhs)}"
+            f"{dl_latex(sym(lam))} &= {latex_of(d, d.stationarity[lam])} = 0 "
+            rf"\;\Rightarrow\; {sym(eq.lhs)} = {latex_of(d, eq.rhs)}"
             for eq, lam in zip(d.forward, lam_list)
         ],
     )
     out += block(
         "2. dL/dx = 0: adjoint recursion, from k = N down",
         [
-            f"{_dl(sym(x_of[eq.lhs]))} &= {_tex(d, d.stationarity[x_of[eq.lhs]])} = 0 "
-            rf"\;\Rightarrow\; {sym(eq.lhs)} = {_tex(d, eq.rhs)}"
+            f"{dl_latex(sym(x_of[eq.lhs]))} &= {latex_of(d, d.stationarity[x_of[eq.lhs]])} = 0 "
+            rf"\;\Rightarrow\; {sym(eq.lhs)} = {latex_of(d, eq.rhs)}"
             for eq in d.adjoint
         ],
     )
     out += block(
         "3. dL/dW, dL/db: gradient",
-        [f"{_dl(sym(p))} &= {_tex(d, g)}" for p, g in d.gradients.items()],
+        [f"{dl_latex(sym(p))} &= {latex_of(d, g)}" for p, g in d.gradients.items()],
     )
     out += block(
         "update rule",
         [
-            rf"W^{{(k)}} &\leftarrow W^{{(k)}} - \eta {_dl('W^{(k)}')}, \quad "
-            rf"b^{{(k)}} \leftarrow b^{{(k)}} - \eta {_dl('b^{(k)}')}"
+            rf"W^{{(k)}} &\leftarrow W^{{(k)}} - \eta {dl_latex('W^{(k)}')}, \quad "
+            rf"b^{{(k)}} \leftarrow b^{{(k)}} - \eta {dl_latex('b^{(k)}')}"
         ],
     )
     return "\n".join(out)
@@ -124,7 +126,7 @@ def to_json(d: Derivation) -> str:
         row = {
             "lhs": str(lhs),
             "rhs": str(_short(d, rhs)),
-            "latex": f"{d.symbols.latex_names[lhs]} = {_tex(d, rhs)}",
+            "latex": f"{d.symbols.latex_names[lhs]} = {latex_of(d, rhs)}",
         }
         if condition is not None:
             row["condition"] = f"{_short(d, condition)} = 0"
@@ -138,12 +140,12 @@ def to_json(d: Derivation) -> str:
             "activations": list(d.spec.activations),
             "loss": d.spec.loss,
         },
-        "lagrangian": {"text": str(_short(d, d.lagrangian)), "latex": _tex(d, d.lagrangian)},
+        "lagrangian": {"text": str(_short(d, d.lagrangian)), "latex": latex_of(d, d.lagrangian)},
         "preactivations": [eq(e.lhs, e.rhs) for e in d.preactivations],
         "forward": [eq(e.lhs, e.rhs, d.stationarity[lam]) for e, lam in zip(d.forward, lam_list)],
         "adjoint": [eq(e.lhs, e.rhs, d.stationarity[x_of[e.lhs]]) for e in d.adjoint],
         "gradients": [
-            {"param": str(p), "expr": str(_short(d, g)), "latex": _tex(d, g)}
+            {"param": str(p), "expr": str(_short(d, g)), "latex": latex_of(d, g)}
             for p, g in d.gradients.items()
         ],
         "seconds": round(d.seconds, 4),

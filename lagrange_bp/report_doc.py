@@ -10,7 +10,7 @@ import sympy as sp
 
 from . import __version__
 from .kkt import Derivation
-from .render import _dl, _tex, to_markdown
+from .render import dl_latex, latex_of, to_markdown
 from .verify import Report
 
 _UNICODE = {
@@ -85,8 +85,8 @@ def latex_document(d: Derivation, report: Report) -> str:
     s, names = d.spec, d.symbols.latex_names
     lam_list = [v for k in d.symbols.lam for v in d.symbols.lam[k]]
     terms = sp.Add.make_args(d.lagrangian)
-    lagrangian = [r"\mathcal{L} &= " + _tex(d, terms[0])] + [
-        r"&\quad + " + _tex(d, t) for t in terms[1:]
+    lagrangian = [r"\mathcal{L} &= " + latex_of(d, terms[0])] + [
+        r"&\quad + " + latex_of(d, t) for t in terms[1:]
     ]
     title = tex_escape(
         f"{'-'.join(map(str, s.widths))} network, {', '.join(s.activations)}, loss {s.loss}"
@@ -124,17 +124,17 @@ def latex_document(d: Derivation, report: Report) -> str:
         r"\subsection{$\partial\mathcal{L}/\partial\lambda = 0$ gives the forward pass}",
         _align(
             [
-                f"{_dl(names[lam])} &= {_tex(d, d.stationarity[lam])} = 0 \\;\\Rightarrow\\; "
-                f"{names[eq.lhs]} = {_tex(d, eq.rhs)}"
+                f"{dl_latex(names[lam])} &= {latex_of(d, d.stationarity[lam])} = 0 "
+                f"\\;\\Rightarrow\\; {names[eq.lhs]} = {latex_of(d, eq.rhs)}"
                 for eq, lam in zip(d.forward, lam_list)
             ]
         ),
         r"\subsection{$\partial\mathcal{L}/\partial x = 0$ gives the adjoint recursion, "
         r"from $k = N$ down}",
-        _align([f"{names[eq.lhs]} &= {_tex(d, eq.rhs)}" for eq in d.adjoint]),
+        _align([f"{names[eq.lhs]} &= {latex_of(d, eq.rhs)}" for eq in d.adjoint]),
         r"\subsection{$\partial\mathcal{L}/\partial W$ and $\partial\mathcal{L}/\partial b$ "
         r"give the gradient}",
-        _align([f"{_dl(names[p])} &= {_tex(d, g)}" for p, g in d.gradients.items()]),
+        _align([f"{dl_latex(names[p])} &= {latex_of(d, g)}" for p, g in d.gradients.items()]),
         r"\section{The backpropagation algorithm that follows}",
         r"\begin{enumerate}",
         *[rf"\item {line}" for line in ALGORITHM_TEX],

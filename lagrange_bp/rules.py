@@ -21,24 +21,23 @@ import sympy as sp
 from sympy import HadamardProduct, Lambda, OneMatrix
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
-from .functions import get_activation
-from .general import (
+from .codegen import numpy_function
+from .functions import get_activation, get_loss
+from .generic import (
+    LAYER,
     N_K,
     N_NEXT,
     N_PREV,
     SIGMA_K,
     SIGMA_NEXT,
-    B,
-    S,
-    U,
-    derive_general,
-    elementwise,
+    derive_generic,
     is_zero,
     normalize,
     output_adjoint_for,
 )
+from .matrices import ARG_U, BATCH, elementwise
 from .model import Model
-from .render_general import text
+from .render_generic import text
 from .spec import NetworkSpec
 
 RULES = ("forward", "output_adjoint", "adjoint", "weight_gradient", "bias_gradient")
@@ -51,35 +50,30 @@ ARGUMENTS = {
 }
 BATCHES = (3, 5, 4)
 RTOL, ATOL = 1e-9, 1e-12
-NUMPY = {
-    "sigmoid": lambda u: 0.5 * np.tanh(0.5 * u) + 0.5,
-    "softplus": lambda u: np.logaddexp(0.0, u),
-    "relu": lambda u: np.maximum(u, 0.0),
-    "step": lambda u: np.heaviside(u, 0.0),
-}
 
 
 def _dsigma_generic(fn: object, M: sp.MatrixExpr) -> ElementwiseApplyFunction:
-    return ElementwiseApplyFunction(Lambda(U, sp.Derivative(fn(U), U)), M)  # type: ignore[operator]
+    body = sp.Derivative(fn(ARG_U), ARG_U)  # type: ignore[operator]
+    return ElementwiseApplyFunction(Lambda(ARG_U, body), M)
 
 
-#: The generic-layer symbols for symbolic candidates (samples are columns, as in ``general``).
+#: The generic-layer symbols for symbolic candidates (samples are columns, as in ``generic``).
 generic = SimpleNamespace(
-    X_prev=S.X_prev,
-    X=S.X,
-    X_next=S.X_next,
-    Lam=S.Lam,
-    Lam_next=S.Lam_next,
-    W=S.W,
-    b=S.b,
-    W_next=S.W_next,
-    b_next=S.b_next,
-    Y=S.Y,
-    B=B,
-    Z=S.Z,
-    Z_next=S.Z_next,
-    ones=OneMatrix(B, 1),
-    ones_row=OneMatrix(1, B),
+    X_prev=LAYER.X_prev,
+    X=LAYER.X,
+    X_next=LAYER.X_next,
+    Lam=LAYER.Lam,
+    Lam_next=LAYER.Lam_next,
+    W=LAYER.W,
+    b=LAYER.b,
+    W_next=LAYER.W_next,
+    b_next=LAYER.b_next,
+    Y=LAYER.Y,
+    B=BATCH,
+    Z=LAYER.Z,
+    Z_next=LAYER.Z_next,
+    ones=OneMatrix(BATCH, 1),
+    ones_row=OneMatrix(1, BATCH),
     hadamard=HadamardProduct,
     sigma=lambda M: elementwise(SIGMA_K, M),
     dsigma=lambda M: _dsigma_generic(SIGMA_K, M),
@@ -134,22 +128,18 @@ def check_rule(spec: NetworkSpec, rule: str, candidate: object, seed: int = 0) -
 def _callables(
     activation: str,
 ) -> tuple[Callable[..., np.ndarray], Callable[..., np.ndarray] | None]:
-    if activation == "softmax":
-
-        def softmax_rows(z: np.ndarray) -> np.ndarray:
-            e = np.exp(z - z.max(axis=1, keepdims=True))
-            return e / e.sum(axis=1, keepdims=True)
-
-        return softmax_rows, None
+    """The layer's σ and (elementwise only) σ' on arrays with samples as rows, printed from the
+    activation record exactly as the kernels print them."""
     act = get_activation(activation)
-    f = act.of(U)
-    modules = [NUMPY, "numpy"]
-    sigma = sp.lambdify(U, f, modules)
-    dsigma = sp.lambdify(U, sp.diff(f, U), modules)
-    return (
-        lambda z: np.broadcast_to(sigma(z), z.shape).astype(float),
-        lambda z: np.broadcast_to(dsigma(z), z.shape).astype(float),
-    )
+    Z = sp.MatrixSymbol("Z", BATCH, sp.Symbol("n", integer=True, positive=True))
+    sigma = numpy_function(act.kernel_forward(Z, 1), (Z,))
+    if not act.elementwise:
+        return sigma, None
+    dsigma = numpy_function(elementwise(act.derivative_form.xreplace({_Z: ARG_U}), Z), (Z,))  # type: ignore[attr-defined]
+    return sigma, dsigma
+
+
+_Z = sp.Symbol("z", real=True)
 
 
 @dataclass
@@ -171,7 +161,7 @@ def _state(model: Model, seed: int, batch: int, rows: int | None = None) -> _Sta
         for n, m in zip(spec.widths[:-1], spec.widths[1:])
     ]
     X = rng.normal(size=(batch, spec.widths[0]))
-    if spec.loss == "cross_entropy":
+    if get_loss(spec.loss).classification:
         Y = np.eye(spec.widths[-1])[rng.integers(0, spec.widths[-1], batch)]
     else:
         Y = rng.normal(size=(batch, spec.widths[-1]))
@@ -353,10 +343,10 @@ def _fmt(a: np.ndarray) -> str:
 # --- symbolic -----------------------------------------------------------------------------
 def expected_generic(spec: NetworkSpec, rule: str) -> sp.MatrixExpr:
     """The derived rule in the generic-layer symbols, σ abstract (columns are samples)."""
-    g = derive_general()
+    g = derive_generic()
     return {
-        "forward": lambda: elementwise(SIGMA_K, S.Z),
-        "output_adjoint": lambda: output_adjoint_for(spec.loss).rhs,
+        "forward": lambda: elementwise(SIGMA_K, LAYER.Z),
+        "output_adjoint": lambda: output_adjoint_for(get_loss(spec.loss)),
         "adjoint": lambda: g.raw["adjoint"],
         "weight_gradient": lambda: g.raw["weight_gradient"],
         "bias_gradient": lambda: g.raw["bias_gradient"],
@@ -405,17 +395,16 @@ def _check_symbolic(spec: NetworkSpec, rule: str, candidate: sp.Basic) -> RuleRe
 def _numeric_difference(candidate: sp.MatrixExpr, expected: sp.MatrixExpr) -> str | None:
     """Evaluate both at small distinct sizes with σ = tanh; a differing entry, or None."""
     rng = np.random.default_rng(0)
-    sizes = {N_PREV: 2, N_K: 3, N_NEXT: 4, B: 2}
-    symbols = [
-        m for m in (S.X_prev, S.X, S.X_next, S.Lam, S.Lam_next, S.W, S.b, S.W_next, S.b_next, S.Y)
-    ]
+    sizes = {N_PREV: 2, N_K: 3, N_NEXT: 4, BATCH: 2}
+    L = LAYER
+    symbols = [L.X_prev, L.X, L.X_next, L.Lam, L.Lam_next, L.W, L.b, L.W_next, L.b_next, L.Y]
     for trial in range(3):
         table = {}
         for m in symbols:
             shape = tuple(int(sp.sympify(d).subs(sizes)) for d in m.shape)
             values = (
                 rng.uniform(0.2, 1.0, size=shape)
-                if m is S.X or m is S.Y
+                if m is L.X or m is L.Y
                 else rng.normal(size=shape)
             )
             table[m.subs(sizes)] = sp.ImmutableMatrix(values.round(3).tolist())

@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import sympy as sp
-
-ACTIVATIONS: tuple[str, ...] = ("identity", "sigmoid", "tanh", "relu", "softplus", "softmax")
-LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
+from .functions import ACTIVATIONS, LOSSES, get_activation, get_loss
+from .numerics import check_loss
 
 #: Default limit on the number of weight entries Σ_k n_k·n_{k-1} of an exact derivation.
 #: 8-8-8-8-3 has 216 and derives in about a second; time grows roughly linearly beyond.
@@ -23,7 +21,10 @@ MAX_EXACT_WEIGHTS = 4096
 class NetworkSpec:
     """Widths n_0..n_N, one activation per layer 1..N, and the loss.
 
-    ``activations`` may be one name for every layer or exactly N names.
+    ``activations`` may be one name for every layer or exactly N names: built-in names or
+    expressions in z; ``loss`` a built-in name or an expression in x and y. Expressions are
+    parsed safely and stored in canonical form (``"log(1 + exp(z))"`` becomes
+    ``"log(exp(z) + 1)"``); one that cannot be compiled is refused here with ``ValueError``.
     """
 
     widths: tuple[int, ...]
@@ -58,9 +59,8 @@ class NetworkSpec:
 
     def describe(self) -> str:
         """One line such as ``2-3-1, sigmoid/sigmoid, mse``."""
-        return (
-            "-".join(map(str, self.widths)) + ", " + "/".join(self.activations) + ", " + self.loss
-        )
+        acts = "/".join(get_activation(a).text for a in self.activations)
+        return f"{'-'.join(map(str, self.widths))}, {acts}, {get_loss(self.loss).text}"
 
     def check_exact_size(self, max_weights: int | None = MAX_EXACT_WEIGHTS) -> None:
         """Raise ``ValueError`` when an exact elementwise derivation would be too large.
@@ -108,42 +108,46 @@ def _check_activations(activations: object, n_layers: int) -> tuple[str, ...]:
     if len(names) != n_layers:
         raise ValueError(
             f"activations: expected 1 or {n_layers} names (one per layer 1..{n_layers}), "
-            f"got {len(names)}: {names!r}"
+            f"got {len(names)}"
         )
+    keys = []
     for k, name in enumerate(names, start=1):
         if not isinstance(name, str):
-            raise TypeError(f"activation of layer {k} must be a string, got {name!r}")
-        if name not in ACTIVATIONS:
-            if name.strip().isidentifier():
-                raise ValueError(
-                    f"unknown activation {name!r} for layer {k}; known: {', '.join(ACTIVATIONS)}"
-                    f", or an expression in z such as 'z*tanh(softplus(z))'"
-                )
-            from .functions import get_activation
-
-            try:
-                get_activation(name)
-            except ValueError as exc:
-                raise ValueError(f"layer {k}: {exc}") from None
-    return tuple(str(n) for n in names)
+            raise TypeError(f"activation of layer {k} must be a string, got {type(name).__name__}")
+        if name not in ACTIVATIONS and name.strip().isidentifier():
+            raise ValueError(
+                f"unknown activation {_shown(name)} for layer {k}; known: {', '.join(ACTIVATIONS)}"
+                f", or an expression in z such as 'z*tanh(softplus(z))'"
+            )
+        try:
+            keys.append(get_activation(name).key)
+        except ValueError as exc:
+            raise ValueError(f"layer {k}: {exc}") from None
+    return tuple(keys)
 
 
 def _check_loss(loss: object, activations: tuple[str, ...]) -> str:
     if not isinstance(loss, str):
-        raise TypeError(f"loss must be a string, got {loss!r}")
-    if loss not in LOSSES:
-        if loss.strip().isidentifier():
-            raise ValueError(
-                f"unknown loss {loss!r}; known: {', '.join(LOSSES)}, or an expression in x "
-                f"(output) and y (target) such as 'log(cosh(x - y))'"
-            )
-        from .functions import loss_expression
-
-        if not loss_expression(loss).has(sp.Symbol("x", real=True)):
-            raise ValueError(f"loss {loss!r} does not depend on the output x")
-    if loss == "cross_entropy" and activations[-1] != "softmax":
+        raise TypeError(f"loss must be a string, got {type(loss).__name__}")
+    if loss not in LOSSES and loss.strip().isidentifier():
         raise ValueError(
-            f"loss 'cross_entropy' needs a softmax output layer, but layer {len(activations)} "
-            f"is {activations[-1]!r}; use activations ending in 'softmax'"
+            f"unknown loss {_shown(loss)}; known: {', '.join(LOSSES)}, or an expression in x "
+            f"(output) and y (target) such as 'log(cosh(x - y))'"
         )
-    return loss
+    record = get_loss(loss)
+    output = get_activation(activations[-1])
+    if record.requires_output is not None and output.key != record.requires_output:
+        raise ValueError(
+            f"loss {record.text!r} needs a {record.requires_output} output layer, but layer "
+            f"{len(activations)} is {output.text!r}; use activations ending in "
+            f"{record.requires_output!r}"
+        )
+    if not record.builtin:
+        check_loss(record, output)
+    return record.key
+
+
+def _shown(name: str) -> str:
+    """A user's name for an error message: printable characters only, and short."""
+    clean = "".join(ch if ch.isprintable() else "?" for ch in name)
+    return repr(clean if len(clean) <= 40 else clean[:37] + "...")

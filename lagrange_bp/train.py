@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .functions import get_loss
 from .model import Model, Params
 
 
@@ -37,9 +38,9 @@ def accuracy(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> floa
 
 
 def evaluate(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> dict[str, float]:
-    """Loss J on (X, Y), and accuracy when the loss is cross-entropy."""
+    """Loss J on (X, Y), and accuracy when the loss is a classification loss (cross-entropy)."""
     out = {"loss": model.loss(params, X, Y)}
-    if model.spec.loss == "cross_entropy":
+    if get_loss(model.spec.loss).classification:
         out["accuracy"] = accuracy(model, params, X, Y)
     return out
 
@@ -90,7 +91,7 @@ def train(
     n = len(X)
     n_batches = -(-n // batch_size)
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "seconds": []}
-    classify = model.spec.loss == "cross_entropy"
+    classify = get_loss(model.spec.loss).classification
     if classify:
         history["train_accuracy"] = []
     if validation is not None:

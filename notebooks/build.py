@@ -49,11 +49,12 @@ Lagrangian, samples as the columns of $X^{(k)}$) and proven at the end for every
 """),
     setup("Markdown, Math, display"),
     code("""
-from lagrange_bp.general import derive_general
-from lagrange_bp.render_general import latex
+from lagrange_bp.functions import get_activation, get_loss
+from lagrange_bp.generic import derive_generic, output_adjoint_for, output_vjp_for, vjp_for
+from lagrange_bp.render_generic import latex, matrix_form
 
-g = derive_general()  # the generic layer k: symbolic widths n_{k-1}, n_k, n_{k+1} and batch B
-print("derived the generic layer; activations with their own G^k:", ", ".join(g.vjp))
+g = derive_generic()  # the generic layer k: symbolic widths n_{k-1}, n_k, n_{k+1} and batch B
+print("derived the generic layer k, with σ and the loss ℓ left abstract")
 """),
     md(r"""
 ## (1) The Lagrangian
@@ -84,10 +85,10 @@ Setting the derivative to zero and solving for $\Lambda^{(k)}$ gives a recursion
 """),
     code(r"""
 display(Math(r"\Lambda^{(k)} = " + latex(g.adjoint.rhs) + r",\qquad G^{(k+1)} = "
-             + latex(g.vjp["σ"].rhs, layer="k+1")))
-for loss, eq in g.output_adjoint.items():
+             + latex(g.vjp.rhs, layer="k+1")))
+for loss in ("mse", "cross_entropy"):
     display(Math(r"\text{" + loss.replace("_", " ") + r":}\quad \Lambda^{(N)} = "
-                 + latex(eq.rhs, layer="N")))
+                 + latex(matrix_form(output_adjoint_for(get_loss(loss))), layer="N")))
 """),
     md(r"""
 ## (4) $\partial\mathcal{L}/\partial W^{(k)}$ and $\partial\mathcal{L}/\partial b^{(k)}$ give the update rule
@@ -104,9 +105,10 @@ $\sigma$ applied entrywise):
 """),
     code(r"""
 for name in ("sigmoid", "tanh", "relu", "softmax"):
-    display(Math(r"\text{" + name + r":}\quad G^{(k)} = " + latex(g.vjp[name].rhs)))
+    display(Math(r"\text{" + name + r":}\quad G^{(k)} = " + latex(vjp_for(get_activation(name)))))
+fused = output_vjp_for(get_activation("softmax"), get_loss("cross_entropy"))
 display(Math(r"\text{softmax + cross-entropy, } \textstyle\sum_j y_j = 1:\quad G^{(N)} = "
-             + latex(g.fused_softmax_ce.rhs, layer="N")))
+             + latex(matrix_form(fused), layer="N")))
 """),
     md(r"""
 ## The link to the chain rule's $\delta$
@@ -120,7 +122,7 @@ $\partial J/\partial W^{(k)} = \delta^{(k)} X^{(k-1)\top}$.
 ## The backpropagation algorithm that results
 """),
     code(r"""
-from lagrange_bp.render_general import ALGORITHM
+from lagrange_bp.render_generic import ALGORITHM
 
 display(Markdown("\n".join(f"{i}. `{line}`" for i, line in enumerate(ALGORITHM, 1))))
 """),

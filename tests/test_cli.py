@@ -10,7 +10,7 @@ import pytest
 import sympy as sp
 from conftest import run_cli as run
 
-from lagrange_bp.functions import sigmoid
+from lagrange_bp.primitives import sigmoid
 
 
 def test_derive_text_reads_in_derivation_order(capsys: pytest.CaptureFixture[str]) -> None:

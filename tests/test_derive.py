@@ -10,7 +10,7 @@ import sympy as sp
 from conftest import SMALL_SPECS, SPEC_IDS
 
 import lagrange_bp as lbp
-from lagrange_bp.functions import relu, sigmoid, softmax, softplus, step
+from lagrange_bp.primitives import relu, sigmoid, softmax, softplus, step
 
 NUMERIC = {
     "sigmoid": lambda u: 1 / (1 + math.exp(-u)),

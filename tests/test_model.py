@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import gc
+import importlib.util
+import linecache
 import os
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,7 +62,9 @@ def test_model_equals_reference_backprop(spec: lbp.NetworkSpec) -> None:
         np.testing.assert_allclose(gW, rW, rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(gb, rb, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(
-        model.forward(params, X), reference.forward(params, spec.activations, X)[1][-1], rtol=1e-12
+        model.forward(params, X),
+        reference.forward(params, spec.activations, X)[1][spec.depth],
+        rtol=1e-12,
     )
     # λ^k = −∂J/∂x^k (DESIGN §2)
     for lam, ref in zip(model.adjoint(params, X, Y), neg_dx):
@@ -105,16 +112,37 @@ def test_sgd_step_is_the_update_rule() -> None:
         np.testing.assert_allclose(b1, b - 0.1 * gb, rtol=1e-12, atol=1e-15)
 
 
-def test_hand_trainer_step_equals_generated_step() -> None:
-    spec = lbp.NetworkSpec((5, 7, 6, 4), ("tanh", "relu", "softmax"), "cross_entropy")
+HAND_SPECS = [
+    lbp.NetworkSpec((5, 7, 6, 4), ("tanh", "relu", "softmax"), "cross_entropy"),
+    lbp.NetworkSpec((5, 7, 6, 2), ("sigmoid", "identity", "sigmoid"), "mse"),
+]
+
+
+@pytest.mark.parametrize("spec", HAND_SPECS, ids=[s.describe() for s in HAND_SPECS])
+def test_benchmark_hand_trainer_step_equals_generated_step(spec: lbp.NetworkSpec) -> None:
+    """The benchmarks' hand-written baseline is the same algorithm as the generated step."""
     model = lbp.compile(spec)
     X, Y = data(spec, batch=8)
     a, b = random_params(model), random_params(model)
     model.sgd_step(a, X, Y, 0.05)
-    reference.HandTrainer(spec.widths, spec.activations, spec.loss, 8).step(b, X, Y, 0.05)
+    hand_trainer().HandTrainer(spec.widths, spec.activations, spec.loss, 8).step(b, X, Y, 0.05)
     for (W1, b1), (W2, b2) in zip(a, b):
         np.testing.assert_allclose(W1, W2, rtol=1e-12)
         np.testing.assert_allclose(b1, b2, rtol=1e-12)
+
+
+def test_benchmark_hand_trainer_refuses_what_it_was_not_written_for() -> None:
+    with pytest.raises(ValueError, match="HandTrainer is written for hidden layers"):
+        hand_trainer().HandTrainer((3, 4, 2), ("softplus", "identity"), "mse", 8)
+
+
+def hand_trainer() -> types.ModuleType:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hand_trainer.py"
+    module_spec = importlib.util.spec_from_file_location("hand_trainer", path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def test_extreme_preactivations_are_stable() -> None:
@@ -140,16 +168,40 @@ def test_extreme_preactivations_are_stable() -> None:
 
 
 def test_source_and_equations_are_inspectable() -> None:
+    """STYLE 6: readable names (x1 is X^1), a comment per equation, a docstring per kernel."""
     model = lbp.compile(lbp.NetworkSpec((4, 8, 3), ("tanh", "softmax"), "cross_entropy"))
     src = model.source("sgd_step")
-    assert src.startswith("def sgd_step(params, X, Y, eta, buf):")
-    assert "np.matmul(X, W1.T, out=z1)" in src and "np.tanh(z1, out=z1)" in src
-    assert "np.subtract(Y, x2, out=g2)" in src  # the fused softmax–CE term (Y − X)/B
-    assert "np.square(z1, out=g1)" in src  # tanh' = 1 − x² from the forward constraint
+    assert src.startswith('def sgd_step(params, X, Y, eta, buf):\n    """sgd_step(params, X, Y')
+    assert "    Equations, in order:\n      Z^1 = X^0 W^1ᵀ + 1 b^1ᵀ" in src
+    assert "    # X^1 = tanh(Z^1)\n    np.tanh(x1, out=x1)\n" in src
+    assert "np.matmul(X, W1.T, out=x1)" in src  # Z^1 kept in x1's buffer: σ' reads X^1 only
+    assert "    np.subtract(Y, x2, out=g2)\n    np.divide(g2, B, out=g2)\n" in src  # (Y − X^2)/B
+    assert "np.square(x1, out=" in src  # tanh' = 1 − x², from the record's output form
+    assert "-1.0" not in src and "np.negative" not in src  # signs folded: W ← W + η G^T X
     labels = [label for label, _ in model.equations()]
-    assert "G^2 (fused softmax–CE)" in labels and "W^1 ← W^1 − η ∂L/∂W^1" in labels
+    assert "W^1 ← W^1 − η ∂L/∂W^1" in labels
+    assert any(label.startswith("G^2 = J_σ(Z^2)ᵀ Λ^2 with Λ^2 substituted") for label in labels)
     with pytest.raises(ValueError, match="unknown kernel 'backward'; known: forward, adjoint"):
         model.source("backward")
+
+
+def test_generated_source_is_in_linecache_until_the_model_is_released() -> None:
+    """As lambdify does: tracebacks show the generated lines, and the entry goes with the model."""
+    model = lbp.compile(lbp.NetworkSpec((2, 3, 1), "tanh", "mse"))
+    filename = model.kernels["forward"].fn.__code__.co_filename
+    assert linecache.getline(filename, 1).startswith("def forward(params, X, buf):")
+    del model
+    gc.collect()
+    assert filename not in linecache.cache
+
+
+def test_common_subexpressions_are_computed_once() -> None:
+    """z*tanh(softplus(z)): σ' has tanh(softplus(z)) twice; the kernel computes it once there."""
+    model = lbp.compile(lbp.NetworkSpec((2, 3, 1), ("z*tanh(softplus(z))", "identity")))
+    src = model.source("loss_and_grad")
+    vjp = src[src.index("# G^1") :]
+    assert vjp.count("np.logaddexp(0.0, z1") == 1 and vjp.count("np.tanh(") == 1
+    assert src.count("np.logaddexp(0.0, z1") == 2  # once in the forward pass, once for σ'
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lagrange_bp as lbp
-from lagrange_bp.functions import sigmoid
+from lagrange_bp.primitives import sigmoid
 
 
 @pytest.mark.parametrize("spec", SMALL_SPECS, ids=SPEC_IDS)

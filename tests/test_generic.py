@@ -9,24 +9,39 @@ import sympy as sp
 
 import lagrange_bp as lbp
 from lagrange_bp.cli import main
-from lagrange_bp.general import B, S, U, derive_general, elementwise, normalize
-from lagrange_bp.render_general import render_general
+from lagrange_bp.functions import SoftmaxActivation, get_activation, get_loss
+from lagrange_bp.generic import (
+    LAYER,
+    derive_generic,
+    is_zero,
+    normalize,
+    output_adjoint_for,
+    vjp_for,
+)
+from lagrange_bp.matrices import ARG_U, ARG_V, BATCH, elementwise, entrywise
+from lagrange_bp.render_generic import matrix_form, render_generic
 from lagrange_bp.verify_general import verify_general
 
 
 def test_generic_equations_are_the_textbook_ones() -> None:
     """DESIGN §2 in batch form: Λ^k = W^{k+1ᵀ} G^{k+1}, ∂L/∂W^k = −G^k X^{k-1ᵀ},
-    ∂L/∂b^k = −G^k 1."""
-    g = derive_general()
-    assert g.adjoint.rhs == S.W_next.T * S.G_next
-    assert g.weight_gradient.rhs == -S.G * S.X_prev.T
-    assert g.bias_gradient.rhs == normalize(-S.G * sp.OneMatrix(B, 1))
-    assert str(g.output_adjoint["mse"].rhs) == "(-1/B)*(X^k - Y)"
-    tanh_vjp = sp.HadamardProduct(elementwise(1 - sp.tanh(U) ** 2, S.Z), S.Lam)
-    assert normalize(g.vjp["tanh"].rhs - tanh_vjp) in (0, sp.ZeroMatrix(*tanh_vjp.shape))
-    assert g.fused_softmax_ce.rhs == normalize((S.Y - S.X) / B)
+    ∂L/∂b^k = −G^k 1, Λ^N = −(1/B) ∂ℓ/∂x; each record's G^k and Λ^N."""
+    g, L = derive_generic(), LAYER
+    assert g.adjoint.rhs == L.W_next.T * L.G_next
+    assert g.weight_gradient.rhs == -L.G * L.X_prev.T
+    assert g.bias_gradient.rhs == normalize(-L.G * sp.OneMatrix(BATCH, 1))
+    i = g.output_index
+    assert str(i["lambda"]) == "-Derivative(ℓ(X[p, q], Y[p, q]), X[p, q])/B"
+    assert str(matrix_form(output_adjoint_for(get_loss("mse")))) == "(-1/B)*(X^k - Y)"
+    tanh_vjp = sp.HadamardProduct(elementwise(1 - sp.tanh(ARG_U) ** 2, L.Z), L.Lam)
+    assert is_zero(vjp_for(get_activation("tanh")) - tanh_vjp)
+    softmax, ce = get_activation("softmax"), get_loss("cross_entropy")
+    fused = softmax.kernel_output_vjp(ce, L.Z, L.X, L.Y, 0)
+    assert fused == entrywise((ARG_V - ARG_U) / BATCH, L.X, L.Y)  # G^N = (Y − X^N)/B
     index = g.softmax_index
-    assert index["fused_unit_sum"] == index["y"][index["j"]] / B - index["S"][index["j"]] / B
+    assert (
+        index["fused_unit_sum"] == index["y"][index["j"]] / BATCH - index["S"][index["j"]] / BATCH
+    )
 
 
 def test_general_proof_holds() -> None:
@@ -38,33 +53,36 @@ def test_general_proof_holds() -> None:
     assert "by induction λ^k = −∂J/∂x^k, k = N..1" in text
     assert "3-2-3-1, relu/softplus/identity, mse: 33 entries" in text
     assert "this simplifies to -S[j]/B + y[j]/B" in text
+    assert "mse: Λ^N = −(1/B) ∂ℓ/∂x = (-1/B) (X^N - Y)" in text
+    assert "output softmax + cross_entropy: kernels' G^N = (-1/B) (X^N - Y) = J_σᵀ Λ^N" in text
 
 
 def _tampered(**changes: object) -> object:
-    return dataclasses.replace(derive_general(), **changes)
+    return dataclasses.replace(derive_generic(), **changes)
 
 
-def test_a_wrong_activation_vjp_fails_the_general_proof() -> None:
-    g = derive_general()
-    wrong = dict(g.vjp)
-    wrong["tanh"] = sp.Eq(
-        S.G, sp.HadamardProduct(elementwise(1 + sp.tanh(U) ** 2, S.Z), S.Lam), evaluate=False
-    )
+def test_a_wrong_generic_vjp_fails_the_general_proof() -> None:
+    g, L = derive_generic(), LAYER
+    H = g.vjp.rhs.args[0]  # σ'_k(Z^k), with Λ^k the other factor
+    wrong = sp.Eq(L.G, sp.HadamardProduct(H, 2 * L.Lam), evaluate=False)
     report = verify_general(derivation=_tampered(vjp=wrong))
     assert not report.ok
-    assert [s.ok for s in report.steps] == [True, True, True, False, False]
-    assert "tanh: G^k = " in report.steps[3].detail
+    assert [s.ok for s in report.steps] == [True, True, True, False, True]
+    assert "identity: G^k = " in report.steps[3].detail
 
 
-def test_a_wrong_fused_term_fails() -> None:
-    wrong = sp.Eq(S.G, normalize((S.X - S.Y) / B), evaluate=False)
-    report = verify_general(derivation=_tampered(fused_softmax_ce=wrong))
-    assert not report.steps[3].ok and "differs from index form" in report.steps[3].detail
-    assert not report.steps[4].ok
+def test_a_wrong_fused_output_term_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    def wrong(self: object, loss: object, Z: object, X: object, Y: object, axis: int) -> object:
+        return entrywise((ARG_U - ARG_V) / BATCH, X, Y)  # the sign slip: (X − Y)/B
+
+    monkeypatch.setattr(SoftmaxActivation, "kernel_output_vjp", wrong)
+    report = verify_general()
+    assert not report.steps[3].ok
+    assert "output softmax + mse: the kernels' G^N differs from J_σᵀ Λ^N" in report.steps[3].detail
 
 
 def test_a_wrong_adjoint_fails_the_induction_step() -> None:
-    g = derive_general()
+    g = derive_generic()
     raw = dict(g.raw)
     raw["adjoint"] = -raw["adjoint"]
     report = verify_general(derivation=_tampered(raw=raw))
@@ -73,7 +91,7 @@ def test_a_wrong_adjoint_fails_the_induction_step() -> None:
 
 @pytest.mark.parametrize("fmt", ["text", "latex", "markdown"])
 def test_general_rendering(fmt: str) -> None:
-    out = render_general(fmt)
+    out = render_generic(fmt)
     if fmt == "text":
         assert "  Λ^k = W^{k+1}ᵀ G^{k+1}    [interior layer]" in out
         assert "  ∂L/∂W^k = -G^k X^{k-1}ᵀ" in out
@@ -89,7 +107,7 @@ def test_general_rendering(fmt: str) -> None:
         if fmt == "markdown":
             assert out.count("$$") == 10 and "### 1. ∂L/∂Λ^k = 0 gives the forward pass" in out
     with pytest.raises(ValueError, match="unknown format 'pdf'"):
-        render_general("pdf")
+        render_generic("pdf")
 
 
 def test_cli_general(capsys: pytest.CaptureFixture[str]) -> None:
@@ -132,14 +150,13 @@ def test_api_exports() -> None:
 
 
 def test_latex_at_another_layer() -> None:
-    from lagrange_bp.render_general import latex
+    from lagrange_bp.render_generic import latex
 
-    g = derive_general()
-    assert latex(g.vjp["σ"].rhs, layer="k+1") == (
+    g = derive_generic()
+    assert latex(g.vjp.rhs, layer="k+1") == (
         r"\sigma'_{k+1}\left(Z^{(k+1)}\right) \odot \Lambda^{(k+1)}"
     )
-    assert (
-        latex(g.output_adjoint["mse"].rhs, layer="N") == r"- \frac{1}{B} \left(X^{(N)} - Y\right)"
-    )
+    mse = matrix_form(output_adjoint_for(get_loss("mse")))
+    assert latex(mse, layer="N") == r"- \frac{1}{B} \left(X^{(N)} - Y\right)"
     with pytest.raises(ValueError, match="layer must be 'k', 'k\\+1' or 'N'"):
         latex(g.forward.rhs, layer="j")

@@ -12,29 +12,71 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
-from .general import N_K, N_NEXT, SIGMA_K, SIGMA_NEXT, B, GeneralDerivation, S, U, derive_general
+from .functions import ACTIVATIONS, LOSSES, get_activation, get_loss
+from .generic import (
+    LAYER,
+    N_K,
+    N_NEXT,
+    SIGMA_K,
+    SIGMA_NEXT,
+    GenericDerivation,
+    derive_generic,
+    normalize,
+    output_adjoint_for,
+    vjp_for,
+)
+from .matrices import ARG_U, BATCH, Entrywise, elementwise
 
 FORMATS = ("text", "latex", "markdown")
-Z_K = MatrixSymbol("Z^k", N_K, B)
-Z_NEXT = MatrixSymbol("Z^{k+1}", N_NEXT, B)
+Z_K = MatrixSymbol("Z^k", N_K, BATCH)
+Z_NEXT = MatrixSymbol("Z^{k+1}", N_NEXT, BATCH)
 _LATEX_NAMES = {"Λ": r"\Lambda", "σ": r"\sigma"}
 
 
 def _short(e: sp.Basic) -> sp.Basic:
-    return e.xreplace({S.Z: Z_K, S.Z_next: Z_NEXT})
+    return e.xreplace({LAYER.Z: Z_K, LAYER.Z_next: Z_NEXT})
 
 
 def _func_name(body: sp.Expr) -> tuple[str, str] | None:
     """(text, LaTeX) name when the Lambda body is σ(u) or σ'(u) of an abstract σ."""
     for fn, k in ((SIGMA_K, "k"), (SIGMA_NEXT, "{k+1}")):
-        if body == fn(U):
+        if body == fn(ARG_U):
             return f"σ_{k}", rf"\sigma_{k}"
-        if body == sp.Derivative(fn(U), U):
+        if body == sp.Derivative(fn(ARG_U), ARG_U):
             return f"σ'_{k}", rf"\sigma'_{k}"
     return None
 
 
-OUTPUT = {S.X: MatrixSymbol("X^N", N_K, B), S.Lam: MatrixSymbol("Λ^N", N_K, B)}
+OUTPUT = {LAYER.X: MatrixSymbol("X^N", N_K, BATCH), LAYER.Lam: MatrixSymbol("Λ^N", N_K, BATCH)}
+
+
+def matrix_form(e: sp.Basic) -> sp.Basic:
+    """An entrywise function of several matrices written with ⊙, sums and σ(·) where its body
+    separates (−(x − y)/B is (−1/B)(X − Y)); other expressions are returned as they are."""
+    if not isinstance(e, Entrywise):
+        return e
+    variables, mats = e.function.variables, e.matrices
+
+    def build(body: sp.Expr) -> sp.Basic:
+        used = [v for v in variables if body.has(v)]
+        if not used:
+            return body * sp.OneMatrix(*e.shape)
+        if body.is_Mul:
+            scalar = sp.Mul(*[a for a in body.args if not a.has(*variables)])
+            parts = [a for a in body.args if a.has(*variables)]
+            if scalar != 1:
+                return scalar * build(sp.Mul(*parts))
+            if len(parts) > 1:
+                return sp.HadamardProduct(*[build(p) for p in parts])
+        if body.is_Add:
+            return sp.MatAdd(*[build(a) for a in body.args])
+        if len(used) == 1:
+            M = mats[variables.index(used[0])]
+            return M if body == used[0] else elementwise(body.xreplace({used[0]: ARG_U}), M)
+        return Entrywise(e.function.func(variables, body), *mats)
+
+    body = e.function.expr
+    return normalize(build(sp.factor(body) if not body.atoms(sp.Function) else body))
 
 
 class TextPrinter(StrPrinter):
@@ -67,6 +109,11 @@ class TextPrinter(StrPrinter):
             return f"{name[0]}({arg})"
         return f"[u ↦ {self._print(e.function.expr)}]({arg})"
 
+    def _print_Entrywise(self, e: Entrywise) -> str:
+        args = ", ".join(self._print(m) for m in e.matrices)
+        names = ", ".join(map(str, e.function.variables))
+        return f"[({names}) ↦ {self._print(e.function.expr)}]({args})"
+
 
 class TexPrinter(LatexPrinter):
     def _print_MatrixSymbol(self, e: MatrixSymbol) -> str:
@@ -97,6 +144,13 @@ class TexPrinter(LatexPrinter):
             return rf"{name[1]}\left({arg}\right)"
         return rf"\left[u \mapsto {self._print(e.function.expr)}\right]\!\left({arg}\right)"
 
+    def _print_Entrywise(self, e: Entrywise) -> str:
+        args = ", ".join(self._print(m) for m in e.matrices)
+        names = ", ".join(map(str, e.function.variables))
+        return (
+            rf"\left[({names}) \mapsto {self._print(e.function.expr)}\right]\!\left({args}\right)"
+        )
+
 
 def _t(e: sp.Basic) -> str:
     return TextPrinter().doprint(_short(e))
@@ -111,7 +165,14 @@ def latex(e: sp.Basic, layer: str = "k") -> str:
     if layer == "N":
         e = e.xreplace(OUTPUT)
     elif layer == "k+1":
-        e = e.xreplace({S.Z: Z_NEXT, S.X: S.X_next, S.Lam: S.Lam_next, S.G: S.G_next})
+        e = e.xreplace(
+            {
+                LAYER.Z: Z_NEXT,
+                LAYER.X: LAYER.X_next,
+                LAYER.Lam: LAYER.Lam_next,
+                LAYER.G: LAYER.G_next,
+            }
+        )
         e = e.replace(SIGMA_K, SIGMA_NEXT)
     elif layer != "k":
         raise ValueError(f"layer must be 'k', 'k+1' or 'N', got {layer!r}")
@@ -127,25 +188,29 @@ def _tex(e: sp.Basic) -> str:
     return TexPrinter().doprint(_short(e))
 
 
-def sections(g: GeneralDerivation) -> list[tuple[str, list[tuple[str, sp.Basic, str]]]]:
+def sections(g: GenericDerivation) -> list[tuple[str, list[tuple[str, sp.Basic, str]]]]:
     """(title, [(lhs, rhs, note)]) in derivation order; notes are plain words."""
-    vjps = [("G^k", g.vjp[name].rhs, name) for name in g.vjp if name != "σ"]
+    acts = [get_activation(a) for a in ACTIVATIONS]
+    losses = [get_loss(lo) for lo in LOSSES]
+    vjps = [("G^k", vjp_for(a), a.text) for a in acts]
+    fused = [
+        (a, lo) for a in acts for lo in losses if lo.requires_output == a.key and lo.classification
+    ]
     return [
         (
             "Generic layer k, any N and widths, batch B (samples are columns)",
-            [
-                ("L", g.interior_lagrangian, "the terms of L with layer k and k+1 states"),
-            ],
+            [("L", g.interior_lagrangian, "the terms of L with layer k and k+1 states")],
         ),
         ("1. ∂L/∂Λ^k = 0 gives the forward pass", [("X^k", g.forward.rhs, "")]),
         (
             "2. ∂L/∂X^k = 0 gives the adjoint recursion",
             [
                 ("Λ^k", g.adjoint.rhs, "interior layer"),
-                ("G^k", g.vjp["σ"].rhs, "any elementwise activation"),
+                ("G^k", g.vjp.rhs, "any elementwise activation"),
+                ("Λ^N", g.output_adjoint.rhs.xreplace(OUTPUT), "output layer, any loss ℓ"),
                 *[
-                    ("Λ^N", eq.rhs.xreplace(OUTPUT), f"output layer, {loss.replace('_', '-')}")
-                    for loss, eq in g.output_adjoint.items()
+                    ("Λ^N", matrix_form(output_adjoint_for(lo)).xreplace(OUTPUT), lo.text)
+                    for lo in losses
                 ],
             ],
         ),
@@ -160,11 +225,16 @@ def sections(g: GeneralDerivation) -> list[tuple[str, list[tuple[str, sp.Basic, 
             "G^k = J_σ(Z^k)ᵀ Λ^k for each activation",
             [
                 *vjps,
-                (
-                    "G^N",
-                    g.fused_softmax_ce.rhs.xreplace(OUTPUT),
-                    "softmax and cross-entropy, sum of y is 1",
-                ),
+                *[
+                    (
+                        "G^N",
+                        matrix_form(a.kernel_output_vjp(lo, LAYER.Z, LAYER.X, LAYER.Y, 0)).xreplace(
+                            OUTPUT
+                        ),
+                        f"{a.text} and {lo.text}, rows of Y sum to 1",
+                    )
+                    for a, lo in fused
+                ],
             ],
         ),
     ]
@@ -180,17 +250,17 @@ ALGORITHM = [
 ]
 
 
-def render_general(fmt: str = "text", g: GeneralDerivation | None = None) -> str:
-    """The general derivation in ``fmt``: text, latex (align* blocks) or markdown."""
+def render_generic(fmt: str = "text", g: GenericDerivation | None = None) -> str:
+    """The generic-layer derivation in ``fmt``: text, latex (align* blocks) or markdown."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    g = g or derive_general()
+    g = g or derive_generic()
     out: list[str] = []
     for title, rows in sections(g):
         if fmt == "text":
             out.append(title + ":")
             if title.startswith("Generic"):
-                out.append(f"  Z^k = {TextPrinter().doprint(S.Z)}")
+                out.append(f"  Z^k = {TextPrinter().doprint(LAYER.Z)}")
             out += [
                 f"  {lhs} = {_t(rhs)}" + (f"    [{note}]" if note else "")
                 for lhs, rhs, note in rows
@@ -201,7 +271,7 @@ def render_general(fmt: str = "text", g: GeneralDerivation | None = None) -> str
                 for lhs, rhs, note in rows
             ]
             if title.startswith("Generic"):
-                lines.insert(0, f"Z^{{(k)}} &= {TexPrinter().doprint(S.Z)}")
+                lines.insert(0, f"Z^{{(k)}} &= {TexPrinter().doprint(LAYER.Z)}")
             body = "\\begin{align*}\n" + " \\\\\n".join(lines) + "\n\\end{align*}"
             out.append(
                 f"### {title}\n\n$$\n{body}\n$$" if fmt == "markdown" else f"% {title}\n{body}"

@@ -1,0 +1,119 @@
+"""Step 2b: what a user's expression must satisfy before it is built, checked at construction.
+
+A parsed activation is refused with a ``ValueError`` naming the point unless:
+  * σ is continuous on every real z (SymPy's ``continuous_domain``);
+  * σ, σ' and the kernels' σ' in x = σ(z) are real and finite at moderate z (|z| ≤ 5), and the
+    kernels' printed forms agree there with the exact values (30 digits) to 1e-9;
+  * the printed forms do not overflow where the exact value is a float64 (z up to ±800): an
+    expression the stability rewrites of ``primitives.stable`` cannot cure is reported.
+A loss is refused unless f and ∂f/∂x are real and finite, and printed accurately, at outputs
+the network's output activation can produce and at targets of its task. Together these make
+every string the parser accepts either compile and train, or fail here, up front.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import sympy as sp
+from sympy.calculus.util import continuous_domain
+
+from .functions import X_VAR, Y_VAR, Z_VAR, Activation, Elementwise, Loss
+from .matrices import ARG_U, ARG_V, ARG_W, BATCH, entrywise
+from .primitives import EXTREME, FLOAT_MAX, MODERATE, exact_value, explicit
+
+RTOL = 1e-9
+
+
+def _printed(expr: sp.Expr, args: tuple[sp.Symbol, ...], what: str) -> Callable[..., Any]:
+    """expr as the kernels print it: a NumPy function of one array per argument."""
+    from .codegen import numpy_function
+
+    mats = tuple(sp.MatrixSymbol(f"A{i}", BATCH, 1) for i in range(len(args)))
+    body = expr.xreplace(dict(zip(args, (ARG_U, ARG_V, ARG_W))))
+    try:
+        return numpy_function(entrywise(body, *mats), mats)
+    except (NotImplementedError, ValueError) as exc:
+        raise ValueError(f"{what} cannot be printed as NumPy code: {exc}") from None
+
+
+def _point(values: dict[sp.Symbol, sp.Expr]) -> str:
+    return ", ".join(f"{s} = {float(v):g}" for s, v in values.items())
+
+
+def _compare(
+    what: str,
+    exact: sp.Expr,
+    printed: sp.Expr,
+    args: tuple[sp.Symbol, ...],
+    points: list[dict[sp.Symbol, sp.Expr]],
+    moderate: bool,
+) -> None:
+    """``printed`` (through the kernel printer) against ``exact`` (30 digits) at points."""
+    fn = _printed(printed, args, what)
+    for at in points:
+        value = exact_value(exact, at)
+        if value is None or abs(float(value)) > FLOAT_MAX:
+            if moderate:
+                shown = "beyond float64's range" if value is not None else "not a real number"
+                raise ValueError(f"{what} is {shown} at {_point(at)}")
+            continue  # an exact value float64 cannot hold: overflow there is true, not ours
+        with np.errstate(all="ignore"):
+            got = float(fn(*[np.array([[float(at[a])]]) for a in args])[0, 0])
+        if not math.isfinite(got):
+            raise ValueError(
+                f"{what} overflows in floating point at {_point(at)}, where its value is "
+                f"{float(value):.6g}: write it in a stable form (e.g. softplus(z) for "
+                f"log(1 + exp(z)), sigmoid(z) for 1/(1 + exp(-z)))"
+            )
+        if moderate and abs(got - float(value)) > RTOL * max(1.0, abs(float(value))):
+            raise ValueError(
+                f"{what} is printed inaccurately at {_point(at)}: {got!r} instead of "
+                f"{float(value)!r}"
+            )
+
+
+def check_activation(act: Elementwise) -> None:
+    """Refuse, with a ``ValueError`` naming the point, an activation the kernels cannot serve."""
+    name = f"activation {act.text!r}"
+    try:
+        domain = continuous_domain(explicit(act.definition), Z_VAR, sp.S.Reals)
+    except (NotImplementedError, ValueError, TypeError):
+        domain = sp.S.Reals  # SymPy cannot tell: the probes below decide
+    if domain != sp.S.Reals:
+        raise ValueError(
+            f"{name} is not defined and continuous for every real z (only on {domain}); an "
+            f"activation must be, since pre-activations can take any real value"
+        )
+    moderate = [{Z_VAR: z} for z in MODERATE]
+    extreme = [{Z_VAR: z} for z in EXTREME]
+    for what, exact, printed in (
+        (name, act.definition, act.forward_form),
+        (f"{name}'s derivative σ'", act.derivative, act.derivative_form),
+    ):
+        _compare(what, exact, printed, (Z_VAR,), moderate, True)
+        _compare(what, exact, printed, (Z_VAR,), extreme, False)
+    if act.output_form is not None:  # σ' = p(x): probed at x = σ(z), as the kernels use it
+        xs = [
+            {X_VAR: v}
+            for v in (exact_value(act.definition, at) for at in moderate)
+            if v is not None
+        ]
+        p = act.output_form
+        _compare(f"{name}'s derivative σ' written in x = σ(z)", p, p, (X_VAR,), xs, True)
+
+
+def check_loss(loss: Loss, output: Activation) -> None:
+    """Refuse a loss that is not real and finite where the output layer and the targets put it."""
+    name = f"loss {loss.text!r}"
+    targets = (0, 1) if loss.classification else (-1, 0, sp.Rational(1, 2), 1, 2)
+    points = [{X_VAR: x, Y_VAR: sp.Float(y, 30)} for x in output.output_samples() for y in targets]
+    where = f" (with output activation {output.text!r})"
+    for what, exact, printed in (
+        (name + where, loss.term, loss.term_form),
+        (f"{name}'s ∂f/∂x{where}", loss.gradient, loss.gradient_form),
+    ):
+        _compare(what, exact, printed, (X_VAR, Y_VAR), points, True)
