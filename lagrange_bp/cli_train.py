@@ -218,7 +218,7 @@ def _progress_bar(epochs: int, quiet: bool) -> Any:
     bar = tqdm(total=epochs, desc="training", unit="epoch", file=sys.stderr, disable=quiet or None)
 
     def update(epoch: int | None, metrics: dict[str, float] | None) -> None:
-        if epoch is None:
+        if epoch is None or metrics is None:
             bar.close()
             return
         shown = {"loss": f"{metrics['train_loss']:.4f}"}

@@ -472,7 +472,7 @@ def compile_source(name: str, source: str) -> Callable[..., Any]:
     exec(compile(source, filename, "exec"), namespace)
     fn = namespace[name]
     weakref.finalize(fn, linecache.cache.pop, filename, None)
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def numpy_function(expr: sp.MatrixExpr, args: tuple[sp.MatrixSymbol, ...]) -> Callable[..., Any]:

@@ -55,11 +55,25 @@ def canonical(expr: sp.Expr) -> str:
     return _Canonical().doprint(expr)
 
 
+SIMPLIFY_LIMIT = 120  # operations: beyond this, simplify may take minutes; answer "not shown"
+
+
 def is_identity(expr: sp.Expr) -> bool:
-    """Whether expr is 0 for every real z, shown symbolically for z > 0 and for z < 0."""
+    """Whether expr is 0 for every real z, shown symbolically for z > 0 and for z < 0.
+
+    Cheap first (expand), then hyperbolic functions in exp and ``simplify`` (with logs
+    combined) for expressions of modest size; False means "not shown", never a guess.
+    """
+    e = explicit(expr)
+    if e == 0 or sp.expand(e) == 0:
+        return True
     for sym in (sp.Symbol("p", positive=True), sp.Symbol("q", negative=True)):
-        e = explicit(expr).xreplace({Z_VAR: sym})
-        if e != 0 and sp.simplify(sp.expand(e.rewrite(sp.exp))) != 0:
+        es = sp.expand(e.xreplace({Z_VAR: sym}).rewrite([sp.tanh, sp.sinh, sp.cosh], sp.exp))
+        if es == 0:
+            continue
+        if sp.count_ops(es) > SIMPLIFY_LIMIT:
+            return False
+        if sp.simplify(es) != 0 and sp.simplify(sp.logcombine(es, force=True)) != 0:
             return False
     return True
 
@@ -186,7 +200,8 @@ class Elementwise(Activation):
         return ok, "\n".join(lines)
 
     def output_samples(self) -> list[sp.Float]:
-        return [v for z in MODERATE if (v := exact_value(self.definition, {Z_VAR: z})) is not None]
+        values = [exact_value(self.definition, {Z_VAR: z}) for z in MODERATE]
+        return [v for v in values if v is not None and v != sp.oo]
 
 
 @dataclass(frozen=True, eq=False)
@@ -329,7 +344,7 @@ def output_form(forward: sp.Expr, derivative: sp.Expr) -> sp.Expr | None:
         if p.has(Z_VAR) or not p.is_polynomial(X_VAR):
             continue
         if is_identity(p.xreplace({X_VAR: forward}) - derivative):
-            return p
+            return min((p, sp.expand(p), sp.factor(p)), key=sp.count_ops)
     return None
 
 
@@ -422,7 +437,7 @@ def get_activation(key: str) -> Activation:
     """The record of a built-in activation, or of a user's expression in z (parsed safely and
     checked: ``ValueError`` names what cannot be served)."""
     if key in _BUILTIN_ACTIVATIONS:
-        return _BUILTIN_ACTIVATIONS[key]()  # type: ignore[no-any-return]
+        return _BUILTIN_ACTIVATIONS[key]()
     from .expressions import parse
     from .numerics import check_activation
 
@@ -439,7 +454,7 @@ def get_activation(key: str) -> Activation:
 def get_loss(key: str) -> Loss:
     """The record of a built-in loss, or of a user's Σ_j f(x_j, y_j) in x and y."""
     if key in _BUILTIN_LOSSES:
-        return _BUILTIN_LOSSES[key]()  # type: ignore[no-any-return]
+        return _BUILTIN_LOSSES[key]()
     from .expressions import parse
 
     term = parse(key, ("x", "y"), "loss")

@@ -55,7 +55,7 @@ class Model:
         if key not in self._buffers:
             names = self.kernels[kernel].buffer_names
             self._buffers[key] = tuple(
-                np.empty(tuple(batch if d == "B" else d for d in self._shapes[n]), self.dtype)
+                np.empty(tuple(batch if d == "B" else int(d) for d in self._shapes[n]), self.dtype)
                 for n in names
             )
         return self._buffers[key]

@@ -21,7 +21,7 @@ import numpy as np
 import sympy as sp
 from sympy.calculus.util import continuous_domain
 
-from .functions import X_VAR, Y_VAR, Z_VAR, Activation, Elementwise, Loss
+from .functions import X_VAR, Y_VAR, Z_VAR, Activation, Elementwise, Loss, canonical
 from .matrices import ARG_U, ARG_V, ARG_W, BATCH, entrywise
 from .primitives import EXTREME, FLOAT_MAX, MODERATE, exact_value, explicit
 
@@ -56,9 +56,11 @@ def _compare(
     fn = _printed(printed, args, what)
     for at in points:
         value = exact_value(exact, at)
-        if value is None or abs(float(value)) > FLOAT_MAX:
+        if value is None or value == sp.oo or abs(float(value)) > FLOAT_MAX:
             if moderate:
-                shown = "beyond float64's range" if value is not None else "not a real number"
+                shown = (
+                    "beyond float64's range" if value is not None else "not a finite real number"
+                )
                 raise ValueError(f"{what} is {shown} at {_point(at)}")
             continue  # an exact value float64 cannot hold: overflow there is true, not ours
         with np.errstate(all="ignore"):
@@ -76,23 +78,49 @@ def _compare(
             )
 
 
+def _risky(expr: sp.Expr) -> list[sp.Expr]:
+    """The parts that can leave the reals or blow up: log, tan, and powers other than
+    non-negative integer ones; smallest first."""
+    parts = {
+        e
+        for e in sp.preorder_traversal(expr)
+        if isinstance(e, (sp.log, sp.tan)) or (e.is_Pow and not (e.exp.is_Integer and e.exp >= 0))
+    }
+    return sorted(parts, key=lambda e: (sp.count_ops(e), sp.default_sort_key(e)))
+
+
+def domain_problem(expr: sp.Expr, var: sp.Symbol) -> str | None:
+    """Where a part of expr is not defined and continuous on all reals, in words; else None.
+
+    Each risky part is given to SymPy's ``continuous_domain`` on its own (the whole expression
+    can take it minutes); a part it cannot analyse counts as a problem, not as a pass.
+    """
+    for part in _risky(expr):
+        if not part.has(var):
+            continue
+        try:
+            domain = continuous_domain(explicit(part), var, sp.S.Reals)
+        except (NotImplementedError, ValueError, TypeError, RecursionError):
+            return f"SymPy cannot establish where {canonical(part)} is defined"
+        if domain != sp.S.Reals:
+            return f"{canonical(part)} is only on {domain}"
+    return None
+
+
 def check_activation(act: Elementwise) -> None:
     """Refuse, with a ``ValueError`` naming the point, an activation the kernels cannot serve."""
     name = f"activation {act.text!r}"
-    try:
-        domain = continuous_domain(explicit(act.definition), Z_VAR, sp.S.Reals)
-    except (NotImplementedError, ValueError, TypeError):
-        domain = sp.S.Reals  # SymPy cannot tell: the probes below decide
-    if domain != sp.S.Reals:
+    problem = domain_problem(act.definition, Z_VAR)
+    if problem:
         raise ValueError(
-            f"{name} is not defined and continuous for every real z (only on {domain}); an "
-            f"activation must be, since pre-activations can take any real value"
+            f"{name} is not defined and continuous for every real z: {problem}; an activation "
+            f"must be, since pre-activations can take any real value"
         )
     moderate = [{Z_VAR: z} for z in MODERATE]
     extreme = [{Z_VAR: z} for z in EXTREME]
     for what, exact, printed in (
         (name, act.definition, act.forward_form),
-        (f"{name}'s derivative σ'", act.derivative, act.derivative_form),
+        (f"the derivative σ' of {name}", act.derivative, act.derivative_form),
     ):
         _compare(what, exact, printed, (Z_VAR,), moderate, True)
         _compare(what, exact, printed, (Z_VAR,), extreme, False)
@@ -103,7 +131,7 @@ def check_activation(act: Elementwise) -> None:
             if v is not None
         ]
         p = act.output_form
-        _compare(f"{name}'s derivative σ' written in x = σ(z)", p, p, (X_VAR,), xs, True)
+        _compare(f"the derivative σ' of {name}, written in x = σ(z),", p, p, (X_VAR,), xs, True)
 
 
 def check_loss(loss: Loss, output: Activation) -> None:
@@ -114,6 +142,6 @@ def check_loss(loss: Loss, output: Activation) -> None:
     where = f" (with output activation {output.text!r})"
     for what, exact, printed in (
         (name + where, loss.term, loss.term_form),
-        (f"{name}'s ∂f/∂x{where}", loss.gradient, loss.gradient_form),
+        (f"the derivative ∂f/∂x of {name}{where}", loss.gradient, loss.gradient_form),
     ):
         _compare(what, exact, printed, (X_VAR, Y_VAR), points, True)

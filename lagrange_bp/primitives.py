@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import mpmath
 import sympy as sp
 from sympy.core.function import ArgumentIndexError
 
@@ -47,8 +48,9 @@ class _Elementwise(sp.Function):
         args = [*before, printer._print(self.args[0]), *after]
         return f"{printer._module_format(name)}({', '.join(args)})"
 
-    def _latex(self, printer: Any) -> str:
-        return rf"\operatorname{{{type(self).__name__}}}\left({printer._print(self.args[0])}\right)"
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        tex = rf"\operatorname{{{type(self).__name__}}}\left({printer._print(self.args[0])}\right)"
+        return tex if exp is None else rf"{tex}^{{{exp}}}"
 
 
 class sigmoid(_Elementwise):
@@ -111,8 +113,9 @@ class step(_Elementwise):
             raise ArgumentIndexError(self, argindex)
         return sp.S.Zero
 
-    def _latex(self, printer: Any) -> str:
-        return r"\mathbb{1}\left[" + printer._print(self.args[0]) + r" > 0\right]"
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        tex = r"\mathbb{1}\left[" + printer._print(self.args[0]) + r" > 0\right]"
+        return tex if exp is None else rf"{tex}^{{{exp}}}"
 
 
 NUMPY_FORMS |= {
@@ -138,7 +141,7 @@ class softmax(sp.Function):
         i, zs = int(self.args[0]), self.args[1:]
         return (sp.exp(zs[i - 1]) / sp.Add(*[sp.exp(z) for z in zs]))._eval_evalf(prec)
 
-    def _latex(self, printer: Any) -> str:
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
         zs = ", ".join(printer._print(z) for z in self.args[1:])
         return rf"\operatorname{{softmax}}_{{{printer._print(self.args[0])}}}\left({zs}\right)"
 
@@ -147,18 +150,75 @@ class softmax(sp.Function):
 MODERATE = tuple(sp.Float(v, 30) for v in ("-5", "-1", "-0.5", "0", "0.5", "1", "5"))
 EXTREME = tuple(sp.Float(v, 30) for v in ("-800", "-100", "-30", "30", "100", "800"))
 FLOAT_MAX = 1.7976931348623157e308
+HUGE = mpmath.mpf("1e1000")  # beyond float64 by far: evaluation stops, the value is "too large"
+
+#: the exact (mpmath) value of every scalar function, for ``exact_value``
+MPMATH_FORMS: dict[Any, Any] = {
+    sp.exp: mpmath.exp,
+    sp.log: mpmath.log,
+    sp.Abs: abs,
+    sp.sign: mpmath.sign,
+    sp.sin: mpmath.sin,
+    sp.cos: mpmath.cos,
+    sp.tan: mpmath.tan,
+    sp.atan: mpmath.atan,
+    sp.sinh: mpmath.sinh,
+    sp.cosh: mpmath.cosh,
+    sp.tanh: mpmath.tanh,
+    sigmoid: lambda u: 1 / (1 + mpmath.exp(-u)),
+    softplus: lambda u: mpmath.log1p(mpmath.exp(u)),
+    relu: lambda u: max(u, mpmath.mpf(0)),
+    step: lambda u: mpmath.mpf(1 if u > 0 else 0),
+}
+
+
+class _NotReal(ArithmeticError):
+    pass
+
+
+class _TooLarge(ArithmeticError):
+    pass
+
+
+def _mp(e: sp.Expr, at: dict[sp.Symbol, Any]) -> Any:
+    """e in mpmath at the working precision, stopping at values no float64 can approach."""
+    if e.is_Symbol:
+        v = at[e]
+    elif e.is_number and not e.atoms(sp.Function):
+        n = sp.N(e, mpmath.mp.dps + 5)
+        if not (n.is_real and n.is_finite):
+            raise _NotReal
+        v = mpmath.mpf(n)
+    elif e.is_Add or e.is_Mul:
+        parts = [_mp(a, at) for a in e.args]
+        v = mpmath.fsum(parts) if e.is_Add else mpmath.fprod(parts)
+    elif e.is_Pow:
+        v = mpmath.power(_mp(e.base, at), _mp(e.exp, at))
+    elif type(e) in MPMATH_FORMS and len(e.args) == 1:
+        v = MPMATH_FORMS[type(e)](_mp(e.args[0], at))
+    else:
+        raise TypeError(f"no exact value for {type(e).__name__}")
+    if isinstance(v, mpmath.mpc):
+        if v.imag != 0:
+            raise _NotReal
+        v = v.real
+    if not mpmath.isfinite(v):
+        raise _NotReal
+    if abs(v) > HUGE:
+        raise _TooLarge
+    return v
 
 
 def exact_value(expr: sp.Expr, at: dict[sp.Symbol, sp.Expr]) -> sp.Expr | None:
-    """expr at a point to 30 digits (the package's functions through their explicit forms);
-    None where it is not a real, finite number."""
-    try:
-        v = sp.N(expr.xreplace(at), 30)
-    except (ZeroDivisionError, ValueError, TypeError, OverflowError):
-        return None
-    if not (v.is_number and v.is_real and v.is_finite):
-        return None
-    return v
+    """expr at a point to 30 digits, evaluated in mpmath bottom-up; ``sp.oo`` where the value
+    (or a step on the way) is far beyond float64, None where it is not a real, finite number."""
+    with mpmath.workdps(30):
+        try:
+            return sp.Float(_mp(expr, {s: mpmath.mpf(v) for s, v in at.items()}), 30)
+        except _TooLarge:
+            return sp.oo
+        except (_NotReal, ZeroDivisionError, ValueError):
+            return None
 
 
 def explicit(expr: sp.Expr) -> sp.Expr:

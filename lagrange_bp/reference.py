@@ -61,24 +61,23 @@ def dual(expr: sp.Expr, env: dict[sp.Symbol, Dual]) -> Dual:
     if expr.is_Symbol:
         return env[expr]
     if expr.is_number:
-        value = float(expr)
         shape = np.shape(next(iter(env.values()))[0])
-        return np.full(shape, value), np.zeros(shape)
-    if expr.is_Add:
-        parts = [dual(a, env) for a in expr.args]
-        return sum(p[0] for p in parts), sum(p[1] for p in parts)  # type: ignore[return-value]
-    if expr.is_Mul:
+        return np.full(shape, float(expr)), np.zeros(shape)
+    if expr.is_Add or expr.is_Mul:
         value, deriv = dual(expr.args[0], env)
         for a in expr.args[1:]:
             v, d = dual(a, env)
-            value, deriv = value * v, deriv * v + value * d
+            if expr.is_Add:
+                value, deriv = value + v, deriv + d
+            else:
+                value, deriv = value * v, deriv * v + value * d
         return value, deriv
     if expr.is_Pow:
         (b, db), (p, dp) = dual(expr.base, env), dual(expr.exp, env)
-        value = b**p
+        power = b**p
         if expr.exp.is_number:  # d(b^c) = c b^(c−1) db
-            return value, p * b ** (p - 1) * db
-        return value, value * (dp * np.log(b) + p * db / b)  # d(b^p) = b^p (p' log b + p b'/b)
+            return power, p * b ** (p - 1) * db
+        return power, power * (dp * np.log(b) + p * db / b)  # d(b^p) = b^p (p' log b + p b'/b)
     if type(expr) in RULES and len(expr.args) == 1:
         f, df = RULES[type(expr)]
         u, du = dual(expr.args[0], env)

@@ -46,8 +46,12 @@ def evaluate(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> dict
 
 
 def _positive(name: str, value: object, kind: type) -> None:
-    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
-    if not ok or not value > 0 or (kind is float and not math.isfinite(value)):  # type: ignore[operator]
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or (kind is int and not isinstance(value, int))
+        or not (value > 0 and math.isfinite(value))
+    ):
         raise ValueError(
             f"{name} must be a positive {'number' if kind is float else 'integer'}, got {value!r}"
         )

@@ -1,4 +1,4 @@
-"""Project gates: the Quickstart has two commands, CI runs the second, the code is ruff clean."""
+"""Project gates: the Quickstart has two commands, CI runs the second, ruff and mypy are clean."""
 
 from __future__ import annotations
 
@@ -27,6 +27,14 @@ def test_quickstart_has_demo_and_test_commands() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert quickstart_commands()[1] in ci.splitlines()
+
+
+def test_mypy_is_clean() -> None:
+    """The package type-checks under the configuration in pyproject.toml (public API typed)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_ruff_is_clean() -> None:
