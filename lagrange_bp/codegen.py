@@ -4,7 +4,7 @@
 ``sympy.printing.numpy`` has; each writes its node's value into the array named ``out`` with
 NumPy's ``out=`` ufunc calls, into buffers preallocated once per batch size (stock ``lambdify``
 cannot print ``ElementwiseApplyFunction`` or a ``OneMatrix`` of symbolic size, and allocates a
-temporary for every node; DESIGN §5). Matrix nodes: products (``np.matmul``), sums over the
+temporary for every node; CONVENTIONS §4). Matrix nodes: products (``np.matmul``), sums over the
 batch or a sample (1ᵀ M, M 1 1ᵀ), softmax and log-softmax by samples. Entrywise nodes (⊙,
 σ(·), sums, powers) are turned into one scalar expression over array names, common
 subexpressions are computed once (``sympy.cse``), and scalar functions are printed from the

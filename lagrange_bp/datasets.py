@@ -1,7 +1,7 @@
 """Data for training: built-in datasets and the user's CSV or NPZ files, split and encoded.
 
 Classification targets become one-hot rows; inputs are standardised on the training split
-(except digits, whose pixels are divided by 16 as in the notes' setup); the train/test split is
+(except digits, whose pixels are divided by 16 as in the usual setup); the train/test split is
 seeded and stratified for classification.
 """
 

@@ -1,4 +1,4 @@
-"""Step 2: one record per activation and per loss (DESIGN §4, "One record per function").
+"""Step 2: one record per activation and per loss (CONVENTIONS §3, "One record per function").
 
 A record holds everything the package knows about one function, built-in or parsed from a
 string: its SymPy definition; the derivative SymPy derives from it (and, where σ' is a

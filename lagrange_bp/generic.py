@@ -1,11 +1,11 @@
-"""Step 4b: the generic layer — any depth and widths, in matrix-batch form (DESIGN §4 (b)).
+"""Step 4b: the generic layer — any depth and widths, in matrix-batch form (CONVENTIONS §3).
 
 Vocabulary: the *generic layer* is layer k with symbolic widths n_{k-1}, n_k, n_{k+1} and batch
 size B; the *general proof* (``verify_general``) shows by induction over k that its equations
 are backpropagation for every N. States are columns: X^k is n_k × B (one column per sample),
 Λ^k likewise, 1 = OneMatrix(1, B), Z^k = W^k X^{k-1} + b^k 1ᵀ. Two windows of the batch
-Lagrangian are differentiated by SymPy's matrix calculus (the Trace form of DESIGN §5; the sum of
-traces is kept inside one Trace, since ``(Tr A + Tr C).diff(M)`` silently returns 0):
+Lagrangian are differentiated by SymPy's matrix calculus (the Trace form of CONVENTIONS §4;
+the sum of traces is kept inside one Trace, since ``(Tr A + Tr C).diff(M)`` silently returns 0):
 
   interior:  L_k = Tr(Λ^kᵀ(X^k − σ_k(Z^k)) + Λ^{k+1ᵀ}(X^{k+1} − σ_{k+1}(Z^{k+1})))
   output:    L_N = Σ_ij ℓ(X^N_ij, Y_ij)/B + Σ_ij Λ^N_ij (X^N_ij − σ_N(Z^N)_ij)   (index form)

@@ -19,7 +19,7 @@ from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
 
 @dataclass
 class Derivation:
-    """The exact derivation for one sample at the spec's sizes (DESIGN §3)."""
+    """The exact derivation for one sample at the spec's sizes (CONVENTIONS §3, derivation (a))."""
 
     spec: NetworkSpec
     abstract: bool  # True: σ_k are undefined functions with derivatives σ'_k

@@ -1,4 +1,4 @@
-"""Step 3: the symbols of one sample and the Lagrangian of DESIGN §2 (B = 1).
+"""Step 3: the symbols of one sample and the Lagrangian of CONVENTIONS §1 (B = 1).
 
 L = ℓ(y, x^N) + Σ_k λ^kᵀ (x^k − σ_k(W^k x^{k-1} + b^k)),  k = 1..N.
 

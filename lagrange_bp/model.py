@@ -1,4 +1,4 @@
-"""Step 7: the compiled model — NumPy functions generated from the derived equations (DESIGN §3).
+"""Step 7: the compiled model — NumPy functions generated from the derived equations.
 
 ``compile(spec)`` prints the generic-layer equations of ``generic`` into NumPy kernels
 (``kernels``) and wraps them with checks at the public boundary. Arrays: samples are rows,

@@ -1,4 +1,4 @@
-"""Check a user's own derived rule against the KKT equations: ``check_rule`` (DESIGN §3).
+"""Check a user's own derived rule against the KKT equations: ``check_rule``.
 
 A rule is a Python callable (checked numerically) or a SymPy matrix expression in the
 generic-layer symbols of ``generic`` (checked symbolically). Numerically, the candidate is

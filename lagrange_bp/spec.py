@@ -1,7 +1,7 @@
 """Step 1 of the pipeline: the network to derive, validated at the public boundary.
 
 An N-layer perceptron x^k = σ_k(W^k x^{k-1} + b^k), k = 1..N, with widths n_0..n_N and a
-per-sample loss ℓ(y, x^N) (DESIGN §2).
+per-sample loss ℓ(y, x^N) (CONVENTIONS §1).
 """
 
 from __future__ import annotations
@@ -114,14 +114,15 @@ def _check_activations(activations: object, n_layers: int) -> tuple[str, ...]:
     for k, name in enumerate(names, start=1):
         if not isinstance(name, str):
             raise TypeError(f"activation of layer {k} must be a string, got {type(name).__name__}")
-        if name not in ACTIVATIONS and name.strip().isidentifier():
-            raise ValueError(
-                f"unknown activation {_shown(name)} for layer {k}; known: {', '.join(ACTIVATIONS)}"
-                f", or an expression in z such as 'z*tanh(softplus(z))'"
-            )
         try:
             keys.append(get_activation(name).key)
         except ValueError as exc:
+            if name.strip().isidentifier():
+                raise ValueError(
+                    f"unknown activation {_shown(name)} for layer {k}; known: "
+                    f"{', '.join(ACTIVATIONS)}, or an expression in z such as "
+                    f"'z*tanh(softplus(z))'"
+                ) from None
             raise ValueError(f"layer {k}: {exc}") from None
     return tuple(keys)
 
@@ -129,12 +130,15 @@ def _check_activations(activations: object, n_layers: int) -> tuple[str, ...]:
 def _check_loss(loss: object, activations: tuple[str, ...]) -> str:
     if not isinstance(loss, str):
         raise TypeError(f"loss must be a string, got {type(loss).__name__}")
-    if loss not in LOSSES and loss.strip().isidentifier():
-        raise ValueError(
-            f"unknown loss {_shown(loss)}; known: {', '.join(LOSSES)}, or an expression in x "
-            f"(output) and y (target) such as 'log(cosh(x - y))'"
-        )
-    record = get_loss(loss)
+    try:
+        record = get_loss(loss)
+    except ValueError:
+        if loss.strip().isidentifier():
+            raise ValueError(
+                f"unknown loss {_shown(loss)}; known: {', '.join(LOSSES)}, or an expression in "
+                f"x (output) and y (target) such as 'log(cosh(x - y))'"
+            ) from None
+        raise
     output = get_activation(activations[-1])
     if record.requires_output is not None and output.key != record.requires_output:
         raise ValueError(

@@ -1,4 +1,4 @@
-"""Step 8: mini-batch training with the generated kernels — the notes' algorithm.
+"""Step 8: mini-batch training with the generated kernels — the textbook algorithm.
 
 For each epoch: shuffle the rows with the seeded generator, cut them into mini-batches, and for
 each batch apply θ ← θ − η ∂L/∂θ with the batch-averaged gradient (J is the batch mean). The last

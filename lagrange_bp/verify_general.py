@@ -10,7 +10,7 @@ By induction on k = N, ..., 1 that λ^k = −∂J/∂x^k (matrix-batch form, sym
        derivative of σ; softmax's index-form G_j equals its matrix lift; and each output pair's
        G^N as the kernels print it (Λ^N substituted and simplified) equals J_σᵀ Λ^N;
   (g5) the generic equations instantiated at concrete sizes equal ``derive(spec)``'s, checked
-       exactly in GF(p) — SymPy's matrix calculus has silent wrong-result cases (DESIGN §5).
+       exactly in GF(p) — SymPy's matrix calculus has silent wrong-result cases (CONVENTIONS §4).
 (g1)–(g3) are exact symbolic identities with σ and ℓ undefined functions, so they hold for every
 differentiable σ and ℓ, every N and every width.
 """

@@ -1,4 +1,4 @@
-"""derive(): the KKT equations of L, checked against DESIGN §2 and numerically (issue 2)."""
+"""derive(): the KKT equations of L, checked against CONVENTIONS §1 and numerically (issue 2)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_structure_follows_design_section_3(spec: lbp.NetworkSpec) -> None:
 
 
 def test_output_adjoint_mse_and_cross_entropy() -> None:
-    """λ^N = −∇_x ℓ: y − x^N for mse, y / x^N for cross-entropy (DESIGN §2, B = 1)."""
+    """λ^N = −∇_x ℓ: y − x^N for mse, y / x^N for cross-entropy (CONVENTIONS §1, B = 1)."""
     d = lbp.derive(lbp.NetworkSpec((2, 3, 2), "tanh", "mse"))
     x, y, lam = d.symbols.x[2], d.target, d.symbols.lam[2]
     assert [(eq.lhs, eq.rhs) for eq in d.adjoint[:2]] == [(lam[i], y[i] - x[i]) for i in range(2)]
@@ -82,7 +82,7 @@ def test_output_adjoint_mse_and_cross_entropy() -> None:
 
 @pytest.mark.parametrize("name", ["identity", "sigmoid", "tanh", "relu", "softplus"])
 def test_elementwise_equations_match_design_section_2(name: str) -> None:
-    """DESIGN §2: λ^k = W^{k+1ᵀ}(σ'(z^{k+1}) ⊙ λ^{k+1}), ∂L/∂W^k = −(σ'(z^k) ⊙ λ^k) x^{k-1ᵀ},
+    """CONVENTIONS §1: λ^k = W^{k+1ᵀ}(σ'(z^{k+1}) ⊙ λ^{k+1}), ∂L/∂W^k = −(σ'(z^k) ⊙ λ^k) x^{k-1ᵀ},
     ∂L/∂b^k = −σ'(z^k) ⊙ λ^k."""
     spec = lbp.NetworkSpec((2, 3, 2), name, "mse")
     d = lbp.derive(spec)

@@ -172,7 +172,7 @@ BRANCH = re.compile(
 
 
 def test_no_code_outside_the_records_branches_on_a_function_name() -> None:
-    """DESIGN §4: kernels, proofs, rules, renderers, diagnostics and the CLI read records."""
+    """CONVENTIONS §3: kernels, proofs, rules, renderers, diagnostics and the CLI read records."""
     offenders = [
         f"{path.name}:{n}: {line.strip()}"
         for path in sorted((ROOT / "lagrange_bp").glob("*.py"))
@@ -182,3 +182,31 @@ def test_no_code_outside_the_records_branches_on_a_function_name() -> None:
     ]
     assert offenders == []
     assert BRANCH.search('if act == "relu":') and BRANCH.search("x in ('softmax',)")
+
+
+def test_a_new_builtin_is_one_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's recipe: swish added as one record entry derives, proves, compiles, and
+    agrees with the independent reference — nothing else names it."""
+    from lagrange_bp import functions, reference
+
+    swish = functions.make_elementwise(
+        "swish", Z_VAR * sigmoid(Z_VAR), latex=r"\operatorname{swish}", builtin=True
+    )
+    monkeypatch.setitem(functions._BUILTIN_ACTIVATIONS, "swish", lambda: swish)
+    get_activation.cache_clear()
+    try:
+        spec = lbp.NetworkSpec((3, 4, 2), ("swish", "identity"), "mse")
+        assert spec.describe() == "3-4-2, swish/identity, mse"
+        assert lbp.verify(spec).ok
+        model = lbp.compile(spec)
+        rng = np.random.default_rng(0)
+        params = [
+            (rng.normal(size=W.shape), rng.normal(size=b.shape)) for W, b in model.init_params()
+        ]
+        X, Y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+        _, grads = model.loss_and_grad(params, X, Y)
+        _, ref, _ = reference.loss_and_grad(params, spec.activations, spec.loss, X, Y)
+        for g, r in zip(grads, ref):
+            np.testing.assert_allclose(g[0], r[0], rtol=1e-12)
+    finally:
+        get_activation.cache_clear()

@@ -24,7 +24,7 @@ from lagrange_bp.verify_general import verify_general
 
 
 def test_generic_equations_are_the_textbook_ones() -> None:
-    """DESIGN §2 in batch form: Λ^k = W^{k+1ᵀ} G^{k+1}, ∂L/∂W^k = −G^k X^{k-1ᵀ},
+    """CONVENTIONS §1 in batch form: Λ^k = W^{k+1ᵀ} G^{k+1}, ∂L/∂W^k = −G^k X^{k-1ᵀ},
     ∂L/∂b^k = −G^k 1, Λ^N = −(1/B) ∂ℓ/∂x; each record's G^k and Λ^N."""
     g, L = derive_generic(), LAYER
     assert g.adjoint.rhs == L.W_next.T * L.G_next

@@ -66,7 +66,7 @@ def test_model_equals_reference_backprop(spec: lbp.NetworkSpec) -> None:
         reference.forward(params, spec.activations, X)[1][spec.depth],
         rtol=1e-12,
     )
-    # λ^k = −∂J/∂x^k (DESIGN §2)
+    # λ^k = −∂J/∂x^k (CONVENTIONS §1)
     for lam, ref in zip(model.adjoint(params, X, Y), neg_dx):
         np.testing.assert_allclose(lam, ref, rtol=1e-10, atol=1e-14)
 

@@ -18,7 +18,7 @@ SPECS = [
 ]
 IDS = [s.describe() for s in SPECS]
 
-# DESIGN §2, written by a student who got it right (rows are samples).
+# CONVENTIONS §1, written by a student who got it right (rows are samples).
 RIGHT = {
     "forward": lambda W, b, x_prev, sigma: sigma(x_prev @ W.T + b),
     "adjoint": lambda W_next, z_next, lam_next, dsigma_next: (

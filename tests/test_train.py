@@ -1,4 +1,4 @@
-"""train(): the notes' mini-batch algorithm with the generated kernels (issue 4 item 1)."""
+"""train(): the textbook mini-batch algorithm with the generated kernels (issue 4 item 1)."""
 
 from __future__ import annotations
 
