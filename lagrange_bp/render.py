@@ -164,13 +164,22 @@ MARKDOWN_TITLES = {
 }
 
 
+def markdown_escape(text: str) -> str:
+    """Text for a Markdown heading: every character Markdown or HTML could act on is escaped,
+    so an expression such as z*tanh(z)*z shows as written."""
+    return "".join("\\" + ch if ch in "\\`*_[]<>|~" else ch for ch in text)
+
+
 def to_markdown(d: Derivation) -> str:
     """The LaTeX blocks as a Markdown page: a heading and a $$ display per block."""
     out = []
     for line in to_latex(d).splitlines():
         if line.startswith("% "):
-            title = MARKDOWN_TITLES.get(line[2:], line[2:])
-            out.append(("## " if "lagrange_bp" in line else "### ") + title)
+            if line.startswith("% lagrange_bp derivation: "):
+                head, _, spec = line[2:].partition(": ")
+                out.append(f"## {head}: {markdown_escape(spec)}")
+            else:
+                out.append("### " + MARKDOWN_TITLES.get(line[2:], markdown_escape(line[2:])))
         elif line == r"\begin{align*}":
             out += ["", "$$", line]
         elif line == r"\end{align*}":

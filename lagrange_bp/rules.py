@@ -396,15 +396,26 @@ def _numeric_difference(candidate: sp.MatrixExpr, expected: sp.MatrixExpr) -> st
     """Evaluate both at small distinct sizes with σ = tanh; a differing entry, or None."""
     rng = np.random.default_rng(0)
     sizes = {N_PREV: 2, N_K: 3, N_NEXT: 4, BATCH: 2}
-    L = LAYER
-    symbols = [L.X_prev, L.X, L.X_next, L.Lam, L.Lam_next, L.W, L.b, L.W_next, L.b_next, L.Y]
+    layer = LAYER
+    symbols = [
+        layer.X_prev,
+        layer.X,
+        layer.X_next,
+        layer.Lam,
+        layer.Lam_next,
+        layer.W,
+        layer.b,
+        layer.W_next,
+        layer.b_next,
+        layer.Y,
+    ]
     for trial in range(3):
         table = {}
         for m in symbols:
             shape = tuple(int(sp.sympify(d).subs(sizes)) for d in m.shape)
             values = (
                 rng.uniform(0.2, 1.0, size=shape)
-                if m is L.X or m is L.Y
+                if m is layer.X or m is layer.Y
                 else rng.normal(size=shape)
             )
             table[m.subs(sizes)] = sp.ImmutableMatrix(values.round(3).tolist())

@@ -245,14 +245,20 @@ def instantiate(
     expr: sp.Basic, d: Derivation, k: int, extra: dict[MatrixSymbol, sp.Matrix] | None = None
 ) -> sp.Matrix:
     """The generic expression of layer k at the sizes of ``d`` (B = 1), as an explicit Matrix."""
-    s, w, n, L = d.symbols, d.spec.widths, d.spec.depth, LAYER
+    s, w, n, layer = d.symbols, d.spec.widths, d.spec.depth, LAYER
     dims = {BATCH: 1, N_PREV: w[k - 1], N_K: w[k], N_NEXT: w[k + 1] if k < n else 1}
     e = expr.subs(dims)
-    table = {L.X_prev: s.x[k - 1], L.X: s.x[k], L.Lam: s.lam[k], L.W: s.W[k], L.b: s.b[k]}
-    table[L.Y] = d.target
+    table = {
+        layer.X_prev: s.x[k - 1],
+        layer.X: s.x[k],
+        layer.Lam: s.lam[k],
+        layer.W: s.W[k],
+        layer.b: s.b[k],
+    }
+    table[layer.Y] = d.target
     if k < n:
-        table |= {L.X_next: s.x[k + 1], L.Lam_next: s.lam[k + 1]}
-        table |= {L.W_next: s.W[k + 1], L.b_next: s.b[k + 1]}
+        table |= {layer.X_next: s.x[k + 1], layer.Lam_next: s.lam[k + 1]}
+        table |= {layer.W_next: s.W[k + 1], layer.b_next: s.b[k + 1]}
     table |= extra or {}
     mapping = {generic.subs(dims): sp.ImmutableMatrix(m) for generic, m in table.items()}
     return sp.Matrix(e.xreplace(mapping).doit().as_explicit())
@@ -261,17 +267,17 @@ def instantiate(
 def generic_layer_equations(spec: NetworkSpec, d: Derivation, g: GenericDerivation) -> dict:
     """Per layer k: x^k, λ^k and the gradients from the generic equations, at spec's sizes."""
     out: dict[str, dict[int, sp.Matrix]] = {"x": {}, "lam": {}, "G": {}, "W": {}, "b": {}}
-    acts, n, L = [get_activation(a) for a in spec.activations], spec.depth, LAYER
+    acts, n, layer = [get_activation(a) for a in spec.activations], spec.depth, LAYER
     for k in range(1, n + 1):
-        out["x"][k] = sp.Matrix(acts[k - 1].apply(list(instantiate(L.Z, d, k))))
+        out["x"][k] = sp.Matrix(acts[k - 1].apply(list(instantiate(layer.Z, d, k))))
     for k in range(n, 0, -1):
         if k == n:
             out["lam"][k] = instantiate(output_adjoint_for(get_loss(spec.loss)), d, k)
         else:
-            out["lam"][k] = instantiate(g.adjoint.rhs, d, k, {L.G_next: out["G"][k + 1]})
-        out["G"][k] = instantiate(vjp_for(acts[k - 1]), d, k, {L.Lam: out["lam"][k]})
-        out["W"][k] = instantiate(g.weight_gradient.rhs, d, k, {L.G: out["G"][k]})
-        out["b"][k] = instantiate(g.bias_gradient.rhs, d, k, {L.G: out["G"][k]})
+            out["lam"][k] = instantiate(g.adjoint.rhs, d, k, {layer.G_next: out["G"][k + 1]})
+        out["G"][k] = instantiate(vjp_for(acts[k - 1]), d, k, {layer.Lam: out["lam"][k]})
+        out["W"][k] = instantiate(g.weight_gradient.rhs, d, k, {layer.G: out["G"][k]})
+        out["b"][k] = instantiate(g.bias_gradient.rhs, d, k, {layer.G: out["G"][k]})
     return out
 
 

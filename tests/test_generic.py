@@ -26,18 +26,18 @@ from lagrange_bp.verify_general import verify_general
 def test_generic_equations_are_the_textbook_ones() -> None:
     """CONVENTIONS §1 in batch form: Λ^k = W^{k+1ᵀ} G^{k+1}, ∂L/∂W^k = −G^k X^{k-1ᵀ},
     ∂L/∂b^k = −G^k 1, Λ^N = −(1/B) ∂ℓ/∂x; each record's G^k and Λ^N."""
-    g, L = derive_generic(), LAYER
-    assert g.adjoint.rhs == L.W_next.T * L.G_next
-    assert g.weight_gradient.rhs == -L.G * L.X_prev.T
-    assert g.bias_gradient.rhs == normalize(-L.G * sp.OneMatrix(BATCH, 1))
+    g, layer = derive_generic(), LAYER
+    assert g.adjoint.rhs == layer.W_next.T * layer.G_next
+    assert g.weight_gradient.rhs == -layer.G * layer.X_prev.T
+    assert g.bias_gradient.rhs == normalize(-layer.G * sp.OneMatrix(BATCH, 1))
     i = g.output_index
     assert str(i["lambda"]) == "-Derivative(ℓ(X[p, q], Y[p, q]), X[p, q])/B"
     assert str(matrix_form(output_adjoint_for(get_loss("mse")))) == "(-1/B)*(X^k - Y)"
-    tanh_vjp = sp.HadamardProduct(elementwise(1 - sp.tanh(ARG_U) ** 2, L.Z), L.Lam)
+    tanh_vjp = sp.HadamardProduct(elementwise(1 - sp.tanh(ARG_U) ** 2, layer.Z), layer.Lam)
     assert is_zero(vjp_for(get_activation("tanh")) - tanh_vjp)
     softmax, ce = get_activation("softmax"), get_loss("cross_entropy")
-    fused = softmax.kernel_output_vjp(ce, L.Z, L.X, L.Y, 0)
-    assert fused == entrywise((ARG_V - ARG_U) / BATCH, L.X, L.Y)  # G^N = (Y − X^N)/B
+    fused = softmax.kernel_output_vjp(ce, layer.Z, layer.X, layer.Y, 0)
+    assert fused == entrywise((ARG_V - ARG_U) / BATCH, layer.X, layer.Y)  # G^N = (Y − X^N)/B
     index = g.softmax_index
     assert (
         index["fused_unit_sum"] == index["y"][index["j"]] / BATCH - index["S"][index["j"]] / BATCH
@@ -62,9 +62,9 @@ def _tampered(**changes: object) -> object:
 
 
 def test_a_wrong_generic_vjp_fails_the_general_proof() -> None:
-    g, L = derive_generic(), LAYER
+    g, layer = derive_generic(), LAYER
     H = g.vjp.rhs.args[0]  # σ'_k(Z^k), with Λ^k the other factor
-    wrong = sp.Eq(L.G, sp.HadamardProduct(H, 2 * L.Lam), evaluate=False)
+    wrong = sp.Eq(layer.G, sp.HadamardProduct(H, 2 * layer.Lam), evaluate=False)
     report = verify_general(derivation=_tampered(vjp=wrong))
     assert not report.ok
     assert [s.ok for s in report.steps] == [True, True, True, False, True]

@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import lagrange_bp as lbp
+from lagrange_bp.cli import main
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -46,3 +51,52 @@ def test_ruff_is_clean() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def block_after(marker: str) -> str:
+    """The first fenced code block after the line containing ``marker``."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    rest = text[text.index(marker) :]
+    block = re.search(r"```[a-z]*\n(.*?)```", rest, re.S)
+    assert block, f"no code block after {marker!r}"
+    return block.group(1)
+
+
+def _masked(text: str) -> str:
+    """Timings vary from run to run: replace every 'N.NN s' figure."""
+    return re.sub(r"\d+\.\d+ s\b", "T s", text)
+
+
+@pytest.mark.parametrize(
+    ("marker", "argv"),
+    [
+        (
+            "`lagrange-bp derive --widths 2,2,1 --activations tanh,sigmoid --loss mse` prints",
+            ["derive", "--widths", "2,2,1", "--activations", "tanh,sigmoid", "--loss", "mse"],
+        ),
+        ("`lagrange-bp derive --general` differentiates", ["derive", "--general"]),
+        (
+            "`lagrange-bp verify --widths 8,8,8,8,3 --activations tanh,tanh,tanh,softmax --loss",
+            [
+                "verify",
+                "--widths",
+                "8,8,8,8,3",
+                "--activations",
+                "tanh,tanh,tanh,softmax",
+                "--loss",
+                "cross_entropy",
+            ],
+        ),
+    ],
+)
+def test_readme_real_output_is_what_the_command_prints(
+    marker: str, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 0
+    assert _masked(block_after(marker)) == _masked(capsys.readouterr().out)
+
+
+def test_readme_kernel_listing_is_the_generated_source() -> None:
+    spec = lbp.NetworkSpec((64, 128, 10), ("tanh", "softmax"), "cross_entropy")
+    listing = block_after("`print(model.source())` for the digits")
+    assert listing == lbp.compile(spec).source("sgd_step")
