@@ -210,3 +210,16 @@ def test_a_new_builtin_is_one_entry(monkeypatch: pytest.MonkeyPatch) -> None:
             np.testing.assert_allclose(g[0], r[0], rtol=1e-12)
     finally:
         get_activation.cache_clear()
+
+
+def test_derivative_check_says_when_it_is_numerical(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where SymPy cannot simplify σ'_used − d/dz σ to 0, the check falls back to 30-digit
+    values at 7 points and says so; a wrong σ' still fails."""
+    from lagrange_bp import functions
+
+    monkeypatch.setattr(functions, "is_identity", lambda e: False)
+    ok, line = get_activation("sigmoid").check_derivative(1)
+    assert ok and "to 25 digits at 7 points (SymPy could not simplify" in line
+    monkeypatch.setattr(sigmoid, "fdiff", lambda self, argindex=1: sigmoid(self.args[0]))
+    ok, line = get_activation("sigmoid").check_derivative(1)
+    assert not ok and "is NOT d/dz of" in line
