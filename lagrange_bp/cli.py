@@ -32,7 +32,7 @@ from .report_doc import latex_document, markdown_page
 from .rules import RULES, check_rule
 from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
 from .train import evaluate, train
-from .verify import Report, verify
+from .verify import Report, check_trials, verify
 from .verify_general import DEFAULT_SPECS, verify_general
 
 
@@ -110,7 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("verify", help="prove the derived equations are backpropagation")
     _add_spec_args(p)
-    p.add_argument("--trials", type=int, default=2, help="random points per identity test")
+    p.add_argument(
+        "--compiled",
+        action="store_true",
+        help="prove the generated NumPy kernels of this network instead: their source, run in "
+        "exact arithmetic at the real widths (no size limit)",
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="random points per identity test (default 2, or 1 with --compiled; at most 100)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p = sub.add_parser(
@@ -125,7 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_args(p)
     p.add_argument("--seed", type=int, default=0)
     add_train_parser(sub)
-    sub.add_parser("demo", help="derive, prove, compile and train: the whole pipeline in a minute")
+    sub.add_parser(
+        "demo",
+        help="derive, prove, compile, train and prove the compiled code: the whole pipeline in "
+        "about ten seconds",
+    )
     return parser
 
 
@@ -168,38 +183,30 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
 def report_json(report: Report) -> str:
     """The proof report as JSON."""
-    return json.dumps(
-        {
-            "spec": report.spec.describe(),
-            "ok": report.ok,
-            "seconds": round(report.seconds, 4),
-            "steps": [
-                {
-                    "step": s.label,
-                    "claim": s.claim,
-                    "ok": s.ok,
-                    "method": s.method,
-                    "detail": s.detail,
-                    "seconds": round(s.seconds, 4),
-                }
-                for s in report.steps
-            ],
-        },
-        indent=2,
-        ensure_ascii=False,
-    )
+    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    if args.trials < 1:
-        raise BadInput(f"--trials must be a positive integer, got {args.trials}")
+    try:
+        trials = check_trials(args.trials if args.trials is not None else 2)
+    except ValueError as exc:
+        raise BadInput(f"--{exc}") from None
+    if args.compiled:
+        if args.general:
+            raise BadInput("give --general or --compiled, not both")
+        args.max_weights = 0  # the compiled check has no exact-derivation size limit
+        model = Model(_spec(args)[0])
+        n = args.trials if args.trials is not None else 1
+        report = verify(model, trials=n, seed=args.seed, progress=_progress)
+        print(report_json(report) if args.json else report)
+        return 0 if report.ok else 1
     if args.general:
         specs = DEFAULT_SPECS + ((_spec(args)[0],) if _spec_given(args) else ())
         report = verify_general(specs, seed=args.seed, progress=_progress)
         print(report_json(report) if args.json else report)
         return 0 if report.ok else 1
     spec, limit = _spec(args)
-    report = verify(spec, trials=args.trials, seed=args.seed, max_weights=limit, progress=_progress)
+    report = verify(spec, trials=trials, seed=args.seed, max_weights=limit, progress=_progress)
     print(report_json(report) if args.json else report)
     return 0 if report.ok else 1
 
@@ -240,6 +247,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     print(f"test accuracy {100 * test['accuracy']:.2f}%, test loss {test['loss']:.4f}")
     print(f"largest |generated ∂L/∂θ − reference backprop| at the trained weights: {gap:.1e}")
+    print("\n=== 4. Prove the code that just trained (lagrange-bp verify --compiled) ===")
+    reports.append(verify(model, progress=_progress))
+    print(_first_line(reports[-1]))
     ok = all(r.ok for r in reports) and gap < 1e-10 and test["accuracy"] > 0.9
     print(
         f"\ndemo: {'all proofs hold, training works' if ok else 'A CHECK FAILED'} "
@@ -302,6 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as exc:
         print(f"lagrange-bp: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, the conventional status, nothing written
+        print("lagrange-bp: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # e.g. piped into head: stop quietly
         sys.stdout = open(os.devnull, "w")
         return 0

@@ -82,6 +82,7 @@ class KernelPrinter(Printer):
         self.lines: list[str] = []
         self.arrays: set[sp.Symbol] = set()  # array names inside scalar expressions
         self.temps: set[str] = set()  # the printer's own temporaries (free to overwrite)
+        self.constants: dict[float, sp.Expr] = {}  # each printed float literal's exact value
         self.scratch: list[str] = []  # names to use, in order, for the next temporaries
 
     def assign(self, out: str, expr: sp.Basic, scratch: tuple[str, ...] = ()) -> list[str]:
@@ -137,16 +138,27 @@ class KernelPrinter(Printer):
             return str(e)
         return self.scalar(e) if self.is_scalar(e) else None
 
-    @staticmethod
-    def scalar(e: sp.Expr) -> str:
-        """A scalar: a float literal, or a Python expression in B and eta."""
+    def scalar(self, e: sp.Expr) -> str:
+        """A scalar: a float literal, or a Python expression in B and eta (a float literal
+        times B and eta's powers). Each literal's exact value is kept in ``constants``, so
+        that the source can be run exactly (``exact_numpy``)."""
         e = sp.sympify(e)
-        if e.is_number:
-            value = complex(sp.N(e))
+        if e.is_number:  # π, √2, 1/3, … as float literals
+            value = complex(sp.N(e, 30))
             if value.imag != 0 or not math.isfinite(value.real):
                 raise ValueError(f"constant {e} is not a finite real number")
+            self.constants.setdefault(value.real, e)
             return repr(value.real)
-        return e.name if e.is_Symbol else f"({sp.sstr(sp.N(e, 17))})"
+        if e.is_Symbol:
+            return str(e.name)
+        number, symbols = e.as_independent(*e.free_symbols, as_Add=False)
+        top, bottom = symbols.as_numer_denom()
+        rest = "" if bottom == 1 else f"/{sp.sstr(bottom)}"
+        if number == 1 or number == -1:
+            text = "1" if top == 1 else sp.sstr(top)
+            return f"({'-' if number == -1 else ''}{text}{rest})"
+        text = "" if top == 1 else f"*{sp.sstr(top)}"
+        return f"({self.scalar(number)}{text}{rest})"
 
     # --- matrix nodes ----------------------------------------------------------------------
     def _print_MatMul(self, e: MatMul, out: str) -> None:

@@ -15,17 +15,30 @@ error bound of a trial is computed from it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from typing import TypeVar
 
 import sympy as sp
 
 P = 2**61 - 1
+T = TypeVar("T")
 
 
 class Degenerate(ArithmeticError):
     """A division by zero at the sampled point: the trial is redrawn."""
+
+
+def retry(attempt: Callable[[], T], tries: int = 10) -> T:
+    """``attempt()`` until a try does not divide by zero at its sampled point (``Degenerate``);
+    the last try's ``Degenerate`` propagates."""
+    for _ in range(tries - 1):
+        try:
+            return attempt()
+        except Degenerate:
+            continue
+    return attempt()
 
 
 def inverse(a: int) -> int:

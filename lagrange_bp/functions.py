@@ -307,7 +307,7 @@ class Loss:
 
     def kernel_adjoint_body(self) -> sp.Expr:
         """−(1/B) ∂f/∂x in u = x and v = y, stable."""
-        return -self.gradient_form.xreplace({X_VAR: ARG_U, Y_VAR: ARG_V}) / BATCH
+        return sp.factor_terms(-self.gradient_form.xreplace({X_VAR: ARG_U, Y_VAR: ARG_V}) / BATCH)
 
     def kernel_terms(
         self, act: Activation, Z: sp.MatrixExpr, X: sp.MatrixExpr, Y: sp.MatrixExpr, axis: int
@@ -377,7 +377,7 @@ def make_elementwise(
 ) -> Elementwise:
     """The record of σ(z) = definition: derivative, stable forms and output form derived."""
     forward_form = stable(definition)
-    derivative_form = stable(sp.diff(forward_form, Z_VAR))
+    derivative_form = sp.diff(forward_form, Z_VAR)  # stable forms differentiate to stable forms
     return Elementwise(
         key=key,
         text=text or key,
@@ -411,7 +411,7 @@ def make_loss(
         term=term,
         gradient=sp.diff(term, X_VAR),
         term_form=term_form,
-        gradient_form=stable(sp.diff(term_form, X_VAR)),
+        gradient_form=sp.diff(term_form, X_VAR),
         builtin=builtin,
         classification=classification,
         requires_output=requires_output,

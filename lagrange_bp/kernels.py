@@ -22,7 +22,7 @@ from sympy import MatrixSymbol
 from .codegen import Buffers, KernelPrinter, compile_source
 from .functions import Activation, Loss, get_activation, get_loss
 from .generic import LAYER, N_K, N_NEXT, N_PREV, GenericDerivation, derive_generic
-from .matrices import BATCH, Entrywise
+from .matrices import BATCH, Entrywise, entrywise
 from .spec import NetworkSpec
 
 ETA = sp.Symbol("eta")
@@ -39,6 +39,7 @@ class Kernel:
     equations: list[tuple[str, sp.Basic]]
     fn: Callable[..., Any]
     buffer_names: list[str]  # the preallocated arrays it unpacks from ``buf``, in order
+    constants: dict[float, sp.Basic]  # the exact value of every float literal in the source
 
 
 @dataclass
@@ -153,7 +154,7 @@ class Assembler:
             self.buffers.declare("loss_terms", ("B", w[k]))
             label = f"J = (1/B) Σ_ij f(X^{k}_ij, Y_ij), f = {_body_text(terms)}"
             self.loss_block = self.block(label, "loss_terms", terms)
-            lam_n = to_rows(self.loss.output_adjoint(s.X, s.Y))
+            lam_n = entrywise(self.loss.kernel_adjoint_body(), X, Y)  # −(1/B) ∂f/∂x, stable
             code.adjoint.append(
                 self.block(
                     f"Λ^{k} = −(1/B) ∂ℓ/∂x(X^{k}, Y) = {_body_text(lam_n)}", f"lam{k}", lam_n
@@ -248,7 +249,7 @@ def build_kernels(spec: NetworkSpec) -> tuple[dict[str, Kernel], dict[str, tuple
     n = spec.depth
     assert asm.loss_block is not None
     forward = [b for k in range(1, n + 1) for b in layers[k].forward]
-    loss: list[Block | str] = [asm.loss_block, "loss = float(np.sum(loss_terms)) / B"]
+    loss: list[Block | str] = [asm.loss_block, "loss = np.sum(loss_terms) / B"]
 
     def backward(per_layer: str | None) -> list[Block | str]:
         """G^N, then per layer k = N..1: Λ^{k-1} and G^{k-1} (from W^k before any update of
@@ -278,5 +279,6 @@ def build_kernels(spec: NetworkSpec) -> tuple[dict[str, Kernel], dict[str, tuple
         used = [b for b in names if re.search(rf"\b{b}\b", text)]
         source = _function(name, spec, used, blocks)
         equations = [(b.label, b.expr) for b in blocks if isinstance(b, Block)]
-        kernels[name] = Kernel(name, source, equations, compile_source(name, source), used)
+        fn = compile_source(name, source)
+        kernels[name] = Kernel(name, source, equations, fn, used, asm.printer.constants)
     return kernels, asm.buffers.shapes

@@ -53,12 +53,14 @@ class Model:
         if key not in self._buffers and len(self._buffers) >= MAX_BUFFER_SETS:
             self._buffers.pop(next(iter(self._buffers)))  # the oldest batch size
         if key not in self._buffers:
-            names = self.kernels[kernel].buffer_names
-            self._buffers[key] = tuple(
-                np.empty(tuple(batch if d == "B" else int(d) for d in self._shapes[n]), self.dtype)
-                for n in names
-            )
+            shapes = self.buffer_shapes(kernel, batch)
+            self._buffers[key] = tuple(np.empty(shape, self.dtype) for shape in shapes)
         return self._buffers[key]
+
+    def buffer_shapes(self, kernel: str, batch: int) -> list[tuple[int, ...]]:
+        """The shapes of a kernel's preallocated buffers, in the order it unpacks them."""
+        names = self._kernel(kernel).buffer_names
+        return [tuple(batch if d == "B" else int(d) for d in self._shapes[n]) for n in names]
 
     # --- the public functions --------------------------------------------------------------
     def init_params(self, seed: int = 0) -> Params:
@@ -84,7 +86,7 @@ class Model:
         """J = (1/B) Σ ℓ and ∂L/∂θ at the KKT point (= ∇J), shaped like params."""
         p, X, Y = self.check_params(params), *self.check_data(X, Y)
         loss, grads = self.kernels["loss_and_grad"].fn(p, X, Y, self._buf("loss_and_grad", len(X)))
-        return loss, [(gW.copy(), gb.copy()) for gW, gb in grads]
+        return float(loss), [(gW.copy(), gb.copy()) for gW, gb in grads]
 
     def loss(self, params: Params, X: np.ndarray, Y: np.ndarray) -> float:
         """J = (1/B) Σ ℓ(y_i, x^N_i) over the rows of X and Y (forward pass only)."""

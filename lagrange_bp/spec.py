@@ -59,7 +59,9 @@ class NetworkSpec:
 
     def describe(self) -> str:
         """One line such as ``2-3-1, sigmoid/sigmoid, mse``."""
-        acts = "/".join(get_activation(a).text for a in self.activations)
+        records = [get_activation(a) for a in self.activations]
+        joint = "/" if all(r.builtin for r in records) else " | "  # "/" is also division
+        acts = joint.join(r.text for r in records)
         return f"{'-'.join(map(str, self.widths))}, {acts}, {get_loss(self.loss).text}"
 
     def check_exact_size(self, max_weights: int | None = MAX_EXACT_WEIGHTS) -> None:

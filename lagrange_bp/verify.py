@@ -26,6 +26,7 @@ from .field import Degenerate, Evaluator, Oracle, P, Value, seed_value
 from .functions import Activation, get_activation, get_loss
 from .kkt import Derivation, derive
 from .lagrangian import layer_activations, preactivation
+from .model import Model
 from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
 
 
@@ -43,12 +44,15 @@ class Step:
 
 @dataclass
 class Report:
-    """The proof for one spec; ``ok`` when every step holds."""
+    """A proof — of a spec's equations, of the general case, or of a model's kernels — as
+    steps; ``ok`` when every step holds. ``derive_seconds`` is the time spent before the steps
+    (the derivations, or the exact reference), named by ``preparation``."""
 
-    spec: NetworkSpec
+    title: str
+    spec: NetworkSpec | None = None  # None for the general proof: it is about every spec
     steps: list[Step] = field(default_factory=list)
     derive_seconds: float = 0.0
-    title: str = ""
+    preparation: str = "derivations"
 
     @property
     def ok(self) -> bool:
@@ -58,13 +62,31 @@ class Report:
     def seconds(self) -> float:
         return self.derive_seconds + sum(s.seconds for s in self.steps)
 
+    def to_dict(self) -> dict[str, object]:
+        """The report as JSON-ready data."""
+        return {
+            "title": self.title,
+            "spec": self.spec.describe() if self.spec is not None else None,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 4),
+            self.preparation.replace(" ", "_") + "_seconds": round(self.derive_seconds, 4),
+            "steps": [
+                {
+                    "step": s.label,
+                    "claim": s.claim,
+                    "ok": s.ok,
+                    "method": s.method,
+                    "detail": s.detail,
+                    "seconds": round(s.seconds, 4),
+                }
+                for s in self.steps
+            ],
+        }
+
     def __str__(self) -> str:
         verdict = "PROVEN" if self.ok else "NOT PROVEN"
-        title = self.title or (
-            f"Proof that the KKT conditions of L are backpropagation for {self.spec.describe()}"
-        )
         lines = [
-            f"{title}: {verdict} ({self.seconds:.2f} s, of which derivations "
+            f"{self.title}: {verdict} ({self.seconds:.2f} s, of which {self.preparation} "
             f"{self.derive_seconds:.2f} s)"
         ]
         for s in self.steps:
@@ -79,18 +101,20 @@ class Report:
 Progress = Callable[[str], None]
 
 
-def _timed(
+def timed_step(
     label: str,
     claim: str,
     method: str,
     check: Callable[[], tuple[bool, str]],
     progress: Progress | None,
+    prefix: str = "verify",
 ) -> Step:
+    """Run one proof step, time it, and report it to ``progress``."""
     start = time.perf_counter()
     ok, detail = check()
     step = Step(label, claim, ok, method, detail, time.perf_counter() - start)
     if progress:
-        progress(f"verify: ({label}) {'ok' if ok else 'FAILED'} in {step.seconds:.2f} s")
+        progress(f"{prefix}: ({label}) {'ok' if ok else 'FAILED'} in {step.seconds:.2f} s")
     return step
 
 
@@ -210,24 +234,49 @@ def check_derivatives(spec: NetworkSpec) -> tuple[bool, str]:
     return True, "\n".join(lines)
 
 
+MAX_TRIALS = 100
+
+
+def check_trials(trials: object) -> int:
+    """The number of random points of an identity test: a positive int up to MAX_TRIALS."""
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    if trials > MAX_TRIALS:
+        raise ValueError(
+            f"trials must be at most {MAX_TRIALS}, got {trials}: each point multiplies the "
+            f"chance that a wrong identity survives by about 1e-15, so a few suffice"
+        )
+    return trials
+
+
 def verify(
-    spec: NetworkSpec,
+    spec: NetworkSpec | Model,
     *,
-    trials: int = 2,
+    trials: int | None = None,
     seed: int = 0,
     max_weights: int | None = MAX_EXACT_WEIGHTS,
     derivation: Derivation | None = None,
     progress: Progress | None = None,
 ) -> Report:
-    """Prove, step by step, that the spec's KKT equations are backpropagation.
+    """Prove, step by step, that the spec's KKT equations are backpropagation — or, given a
+    compiled model, that its generated kernels compute them (``verify_compiled``).
 
-    ``derivation`` replaces ``derive(spec)`` (to check a derivation from elsewhere);
-    ``progress`` receives one line as each stage finishes.
+    ``trials`` random points (default 2 for a spec, 1 for a model); ``derivation`` replaces
+    ``derive(spec)`` (to check a derivation from elsewhere); ``progress`` receives one line as
+    each stage finishes.
     """
+    if isinstance(spec, Model):
+        if derivation is not None:
+            raise ValueError("derivation= applies to a spec, not to a compiled model")
+        from .verify_compiled import verify_model
+
+        n = check_trials(1 if trials is None else trials)
+        return verify_model(spec, trials=n, seed=seed, progress=progress)
     if not isinstance(spec, NetworkSpec):
-        raise TypeError(f"spec must be a lagrange_bp.NetworkSpec, got {type(spec).__name__}")
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials must be a positive integer, got {trials!r}")
+        raise TypeError(
+            f"verify takes a lagrange_bp.NetworkSpec or a compiled Model, got {type(spec).__name__}"
+        )
+    trials = check_trials(2 if trials is None else trials)
     if derivation is not None and (derivation.spec != spec or derivation.abstract):
         raise ValueError(
             f"derivation is for {derivation.spec.describe()}"
@@ -240,28 +289,32 @@ def verify(
             f"verify: derived {spec.describe()} with concrete and abstract σ "
             f"in {concrete.seconds + abstract.seconds:.2f} s"
         )
-    report = Report(spec, derive_seconds=concrete.seconds + abstract.seconds)
+    report = Report(
+        f"Proof that the KKT conditions of L are backpropagation for {spec.describe()}",
+        spec,
+        derive_seconds=concrete.seconds + abstract.seconds,
+    )
     exact = "exact symbolic (SymPy, structural equality after expand)"
     rand = (
         f"exact randomized identity test in GF(2^61-1), σ values from a random oracle, "
         f"{trials} points"
     )
     report.steps = [
-        _timed(
+        timed_step(
             "a",
             "∂L/∂λ = 0 is exactly the forward pass x^k = σ_k(W^k x^{k-1} + b^k)",
             exact,
             lambda: check_forward(concrete),
             progress,
         ),
-        _timed(
+        timed_step(
             "b",
             "the adjoint solution λ^N, ..., λ^1 makes every ∂L/∂x^k vanish",
             exact,
             lambda: check_adjoint(concrete),
             progress,
         ),
-        _timed(
+        timed_step(
             "c",
             "at the KKT point ∂L/∂θ = ∂J/∂θ (chain rule through J(θ) = ℓ(y, x^N(θ))) "
             "for every W and b entry",
@@ -269,7 +322,7 @@ def verify(
             lambda: check_gradients(concrete, trials, seed),
             progress,
         ),
-        _timed(
+        timed_step(
             "d",
             "(a)–(c) hold with every σ_k an undefined function σ_k, σ'_k its derivative: "
             "true for every differentiable activation",
@@ -277,7 +330,7 @@ def verify(
             lambda: _abstract_checks(abstract, trials, seed),
             progress,
         ),
-        _timed(
+        timed_step(
             "e",
             "each concrete σ' in the derivation is SymPy's derivative of σ",
             "exact symbolic (SymPy's derivative of σ written in exp, log and cases, for z > 0 "

@@ -23,7 +23,7 @@ import time
 import sympy as sp
 from sympy import MatrixSymbol, OneMatrix, Trace
 
-from .field import Degenerate, Evaluator, Oracle, P, seed_value
+from .field import Degenerate, Evaluator, Oracle, P, retry, seed_value
 from .functions import ACTIVATIONS, LOSSES, Activation, Loss, get_activation, get_loss
 from .generic import (
     LAYER,
@@ -44,7 +44,7 @@ from .kkt import Derivation, derive
 from .matrices import BATCH, elementwise
 from .primitives import explicit
 from .spec import NetworkSpec
-from .verify import Progress, Report, Step
+from .verify import Progress, Report, timed_step
 
 #: Specs whose instantiation (g5) ``verify --general`` checks: every activation, both losses.
 DEFAULT_SPECS = (
@@ -298,16 +298,18 @@ def check_instances(
 def _compare_instance(
     spec: NetworkSpec, d: Derivation, g: GenericDerivation, rng: random.Random
 ) -> tuple[bool, str]:
-    for _ in range(10):
+
+    def attempt() -> tuple[bool, str]:
         point = {s: rng.randrange(P) for s in list(d.input) + list(d.target) + d.param_symbols()}
         ev = Evaluator({s: seed_value(v) for s, v in point.items()}, Oracle(rng.randrange(2**64)))
-        try:
-            for eq in d.forward + d.adjoint:
-                ev.env[eq.lhs] = ev(eq.rhs)
-            return _compare_values(spec, d, generic_layer_equations(spec, d, g), ev)
-        except Degenerate:
-            continue
-    return False, "every sampled point hit a division by zero"
+        for eq in d.forward + d.adjoint:
+            ev.env[eq.lhs] = ev(eq.rhs)
+        return _compare_values(spec, d, generic_layer_equations(spec, d, g), ev)
+
+    try:
+        return retry(attempt)
+    except Degenerate:
+        return False, "every sampled point hit a division by zero"
 
 
 def _compare_values(spec: NetworkSpec, d: Derivation, gen: dict, ev: Evaluator) -> tuple[bool, str]:
@@ -343,35 +345,34 @@ def verify_general(
     """The general proof (any N, any widths) and its check against concrete derivations."""
     start = time.perf_counter()
     g = derivation if derivation is not None else derive_generic()
-    report = Report(NetworkSpec((1, 1), "identity"), derive_seconds=time.perf_counter() - start)
-    report.title = "General proof (any depth N, any widths n_k, any batch size B)"
+    report = Report(
+        "General proof (any depth N, any widths n_k, any batch size B)",
+        derive_seconds=time.perf_counter() - start,
+    )
     exact = "exact symbolic identity (SymPy calculus, σ and ℓ undefined, symbolic sizes)"
-    steps = [
-        ("g1", "base: Λ^N = −∂J/∂X^N", exact, lambda: check_base(g, specs)),
-        ("g2", "step: Λ^{k+1} = −∂J/∂X^{k+1} ⇒ Λ^k = −∂J/∂X^k", exact, lambda: check_step(g)),
-        (
-            "g3",
-            "at the KKT point ∂L/∂W^k = ∂J/∂W^k and ∂L/∂b^k = ∂J/∂b^k",
-            exact,
-            lambda: check_gradients(g),
-        ),
-        (
-            "g4",
-            "each activation's G^k = J_σ(Z^k)ᵀ Λ^k, and the kernels' output G^N",
-            "exact symbolic (index form for softmax; entry by entry at small n for G^N)",
-            lambda: check_vjps(g, specs),
-        ),
-        (
-            "g5",
-            "the generic equations at concrete sizes equal derive(spec)'s",
-            "exact evaluation in GF(2^61-1) at a random KKT point per spec",
-            lambda: check_instances(g, specs, seed),
-        ),
+    report.steps = [
+        timed_step(label, claim, method, check, progress, "verify --general")
+        for label, claim, method, check in [
+            ("g1", "base: Λ^N = −∂J/∂X^N", exact, lambda: check_base(g, specs)),
+            ("g2", "step: Λ^{k+1} = −∂J/∂X^{k+1} ⇒ Λ^k = −∂J/∂X^k", exact, lambda: check_step(g)),
+            (
+                "g3",
+                "at the KKT point ∂L/∂W^k = ∂J/∂W^k and ∂L/∂b^k = ∂J/∂b^k",
+                exact,
+                lambda: check_gradients(g),
+            ),
+            (
+                "g4",
+                "each activation's G^k = J_σ(Z^k)ᵀ Λ^k, and the kernels' output G^N",
+                "exact symbolic (index form for softmax; entry by entry at small n for G^N)",
+                lambda: check_vjps(g, specs),
+            ),
+            (
+                "g5",
+                "the generic equations at concrete sizes equal derive(spec)'s",
+                "exact evaluation in GF(2^61-1) at a random KKT point per spec",
+                lambda: check_instances(g, specs, seed),
+            ),
+        ]
     ]
-    for label, claim, method, check in steps:
-        t = time.perf_counter()
-        ok, detail = check()
-        report.steps.append(Step(label, claim, ok, method, detail, time.perf_counter() - t))
-        if progress:
-            progress(f"verify --general: ({label}) {'ok' if ok else 'FAILED'}")
     return report

@@ -157,8 +157,12 @@ def test_demo_derives_proves_compiles_and_trains(capsys: pytest.CaptureFixture[s
     code, out, _ = run(capsys, "demo")
     assert code == 0
     assert "=== 1. Derivation for a 2-3-1 network" in out
-    assert out.count(": PROVEN") == 3
+    assert out.count(": PROVEN") == 4
     assert "8-8-8-8-3, tanh/tanh/tanh/softmax, cross_entropy: PROVEN" in out
+    assert (  # the code it just trained with, run exactly (issue 10 item 3)
+        "Proof that the compiled kernels are backpropagation for 64-128-10, tanh/softmax, "
+        "cross_entropy: PROVEN" in out
+    )
     assert "General proof (any depth N, any widths n_k, any batch size B): PROVEN" in out
     acc = float(out.split("test accuracy ")[1].split("%")[0])
     gap = float(out.split("at the trained weights: ")[1].split()[0])
