@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 import lagrange_bp as lbp
@@ -25,3 +27,16 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@pytest.fixture
+def isolated_records() -> Iterator[None]:
+    """For tests that monkeypatch what records are built from (a σ' rule, is_identity): the
+    record caches start empty and are emptied again, so no patched record outlives the test."""
+    from lagrange_bp.functions import get_activation, get_loss
+
+    get_activation.cache_clear()
+    get_loss.cache_clear()
+    yield
+    get_activation.cache_clear()
+    get_loss.cache_clear()

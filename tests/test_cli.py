@@ -103,6 +103,7 @@ def test_verify_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and doc["ok"] is True and [s["step"] for s in doc["steps"]] == list("abcde")
 
 
+@pytest.mark.usefixtures("isolated_records")
 def test_verify_not_proven_exits_1(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

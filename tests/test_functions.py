@@ -184,6 +184,7 @@ def test_no_code_outside_the_records_branches_on_a_function_name() -> None:
     assert BRANCH.search('if act == "relu":') and BRANCH.search("x in ('softmax',)")
 
 
+@pytest.mark.usefixtures("isolated_records")
 def test_a_new_builtin_is_one_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     """The README's recipe: swish added as one record entry derives, proves, compiles, and
     agrees with the independent reference — nothing else names it."""
@@ -212,6 +213,7 @@ def test_a_new_builtin_is_one_entry(monkeypatch: pytest.MonkeyPatch) -> None:
         get_activation.cache_clear()
 
 
+@pytest.mark.usefixtures("isolated_records")
 def test_derivative_check_says_when_it_is_numerical(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where SymPy cannot simplify σ'_used − d/dz σ to 0, the check falls back to 30-digit
     values at 7 points and says so; a wrong σ' still fails."""

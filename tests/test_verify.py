@@ -83,6 +83,7 @@ def test_a_wrong_forward_equation_fails_step_a() -> None:
     assert "but the forward pass gives sigmoid(" in report.steps[0].detail
 
 
+@pytest.mark.usefixtures("isolated_records")
 def test_a_wrong_derivative_rule_is_caught_by_step_e(monkeypatch: pytest.MonkeyPatch) -> None:
     """(c) holds for any consistent σ' rule; only (e) ties σ' to the real derivative of σ."""
 
