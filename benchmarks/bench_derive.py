@@ -1,9 +1,12 @@
-"""Time ``derive`` and ``verify`` against the speed targets, and tabulate growth with N and n.
+"""Time ``derive``, ``verify(spec)`` and ``verify(model)`` against the speed targets, and
+tabulate the growth of derive and verify with depth N and width n.
 
 Run ``python3 benchmarks/bench_derive.py [--quick] [--out FILE.md]``. Every figure is wall
 time from ``time.perf_counter`` around one call, after a warm-up derivation on a tiny net and
 with SymPy's cache cleared before each call, so a repeat does not reuse the previous one's work.
-Target cases report the median of 3 repeats; growth-table cells are single runs.
+``verify(spec)`` derives by itself (the concrete and the abstract-σ derivation), so its time is
+"derive + verify". Target cases report the median of 3 repeats; growth-table cells are single
+runs.
 """
 
 from __future__ import annotations
@@ -26,22 +29,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, r
 import lagrange_bp as lbp
 
 REPEATS = 3
-DEPTHS = (2, 4, 6, 8, 10, 12, 14, 16)
-WIDTHS = (2, 4, 6, 8)
+DEPTHS = (2, 4, 8, 16)
+WIDTHS = (2, 4, 8, 16, 32, 64)
 QUICK_DEPTHS = (2, 4, 8)
 QUICK_WIDTHS = (2, 4)
 
-Case = tuple[str, lbp.NetworkSpec, str, float | None]  # (name, spec, "derive"|"verify", target s)
+# (name, spec, "derive" | "verify" | "verify(model)", target s)
+Case = tuple[str, lbp.NetworkSpec, str, float | None]
 
 SPEC_8 = lbp.NetworkSpec((8, 8, 8, 8, 3), "tanh", "mse")
 SPEC_DEEP = lbp.NetworkSpec((2,) * 17, "tanh", "mse")
 SPEC_SOFTMAX = lbp.NetworkSpec((8, 8, 8, 8, 3), ("tanh",) * 3 + ("softmax",), "cross_entropy")
+SPEC_16 = lbp.NetworkSpec((16, 16, 16, 10), ("tanh", "tanh", "softmax"), "cross_entropy")
+SPEC_32 = lbp.NetworkSpec((32, 32, 10), ("tanh", "softmax"), "cross_entropy")
+SPEC_DIGITS = lbp.NetworkSpec((64, 128, 10), ("tanh", "softmax"), "cross_entropy")
+SPEC_WIDE = lbp.NetworkSpec((784, 1024, 1024, 10), ("tanh", "tanh", "softmax"), "cross_entropy")
 CASES: list[Case] = [
     ("(a)", SPEC_8, "derive", 3.0),
     ("(b)", SPEC_8, "verify", 10.0),
     ("(c)", SPEC_DEEP, "verify", 10.0),
     ("(d)", SPEC_SOFTMAX, "derive", None),
     ("(d)", SPEC_SOFTMAX, "verify", None),
+    ("(e)", SPEC_16, "verify", 5.0),
+    ("(f)", SPEC_32, "verify", 10.0),
+    ("(g)", SPEC_DIGITS, "verify", None),
+    ("(h)", SPEC_DIGITS, "verify(model)", 10.0),
+    ("(i)", SPEC_WIDE, "verify(model)", 120.0),
 ]
 
 
@@ -62,6 +75,17 @@ def time_verify(spec: lbp.NetworkSpec) -> tuple[float, lbp.Report]:
     if not report.ok:
         failed = ", ".join(f"({s.label})" for s in report.steps if not s.ok) or "no steps"
         raise AssertionError(f"verify({spec.describe()}) returned ok=False; failed: {failed}")
+    return seconds, report
+
+
+def time_verify_model(spec: lbp.NetworkSpec) -> tuple[float, lbp.Report]:
+    """Wall seconds of compile(spec) + verify(model): the generated kernels proven exactly."""
+    clear_cache()
+    start = time.perf_counter()
+    report = lbp.verify(lbp.compile(spec))
+    seconds = time.perf_counter() - start
+    if not report.ok:
+        raise AssertionError(f"verify(compile({spec.describe()})) returned ok=False")
     return seconds, report
 
 
@@ -100,13 +124,14 @@ def run_targets(emit: Callable[[str], None]) -> None:
         if call == "derive":
             runs = [time_derive(spec) for _ in range(REPEATS)]
         else:
-            timed = [time_verify(spec) for _ in range(REPEATS)]
+            timer = time_verify if call == "verify" else time_verify_model
+            timed = [timer(spec) for _ in range(REPEATS)]
             runs = [seconds for seconds, _ in timed]
             report = timed[-1][1]
             steps = ", ".join(f"({s.label}) {s.seconds:.2f}" for s in report.steps)
-            notes.append(f"- {name} verify, last run: ok={report.ok}, report.seconds "
-                         f"{report.seconds:.2f} = derivations {report.derive_seconds:.2f} "
-                         f"+ steps {steps}")
+            notes.append(f"- {name} {call}, last run: ok={report.ok}, report.seconds "
+                         f"{report.seconds:.2f} = {report.preparation} "
+                         f"{report.derive_seconds:.2f} + steps {steps}")
         median = statistics.median(runs)
         verdict = "—" if target is None else ("PASS" if median <= target else "FAIL")
         emit(f"| {name} | {label(spec)} | {call} | "
@@ -121,7 +146,7 @@ def run_targets(emit: Callable[[str], None]) -> None:
 def run_growth(emit: Callable[[str], None], depths: tuple[int, ...],
                widths: tuple[int, ...]) -> None:
     """Markdown table of derive / verify wall seconds, rows depth N, columns width n."""
-    emit("## Growth: derive s / verify s (single run; tanh, mse, every width n)")
+    emit("## Growth: derive s / derive + verify s (single run; tanh, mse, every width n)")
     emit("")
     emit("| N \\ n | " + " | ".join(f"n={n}" for n in widths) + " |")
     emit("|---" * (len(widths) + 1) + "|")

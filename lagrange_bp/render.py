@@ -141,7 +141,15 @@ def to_json(d: Derivation) -> str:
             "loss": d.spec.loss,
         },
         "lagrangian": {"text": str(_short(d, d.lagrangian)), "latex": latex_of(d, d.lagrangian)},
-        "preactivations": [eq(e.lhs, e.rhs) for e in d.preactivations],
+        "preactivations": [  # written out: shortening W x + b to z would print z = z
+            {
+                "lhs": str(e.lhs),
+                "rhs": str(e.rhs),
+                "latex": f"{d.symbols.latex_names[e.lhs]} = "
+                f"{sp.latex(e.rhs, symbol_names=d.symbols.latex_names)}",
+            }
+            for e in d.preactivations
+        ],
         "forward": [eq(e.lhs, e.rhs, d.stationarity[lam]) for e, lam in zip(d.forward, lam_list)],
         "adjoint": [eq(e.lhs, e.rhs, d.stationarity[x_of[e.lhs]]) for e in d.adjoint],
         "gradients": [

@@ -31,8 +31,8 @@ def test_derive_text_reads_in_derivation_order(capsys: pytest.CaptureFixture[str
     assert "  z^1[1] = W^1[1,1]*x^0[1] + W^1[1,2]*x^0[2] + b^1[1]" in out
     assert "⇒   x^1[1] = sigmoid(z^1[1])" in out
     assert "∂L/∂x^2[1] = x^2[1] - y[1] + λ^2[1] = 0   ⇒   λ^2[1] = -x^2[1] + y[1]" in out
-    assert ("⇒   λ^1[2] = W^2[1,2]*λ^2[1]*(1 - sigmoid(z^2[1]))*sigmoid(z^2[1])") in out
-    assert "  ∂L/∂b^2[1] = -λ^2[1]*(1 - sigmoid(z^2[1]))*sigmoid(z^2[1])" in out
+    assert "⇒   λ^1[2] = W^2[1,2]*x^2[1]*λ^2[1]*(1 - x^2[1])" in out  # σ' = x(1 − x), in states
+    assert "  ∂L/∂b^2[1] = -x^2[1]*λ^2[1]*(1 - x^2[1])" in out
     assert "W1_0_1" not in out
 
 
@@ -76,6 +76,12 @@ def test_derive_json(capsys: pytest.CaptureFixture[str]) -> None:
     }
     assert len(doc["gradients"]) == 3 * 2 + 2
     assert doc["forward"][1]["rhs"] == "softmax(2, z^1[1], z^1[2])"
+    # each pre-activation with its definition (it printed z^1[1] = z^1[1]: issue 11 item 11)
+    assert (
+        doc["preactivations"][0]["rhs"]
+        == "W^1[1,1]*x^0[1] + W^1[1,2]*x^0[2] + W^1[1,3]*x^0[3] + b^1[1]"
+    )
+    assert doc["preactivations"][0]["latex"].startswith("z^{(1)}_{1} = W^{(1)}_{1,1} x^{(0)}_{1}")
 
 
 def test_verify_proven_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,8 +131,16 @@ def test_verify_not_proven_exits_1(
         (["derive", "--loss", "l1"], "unknown loss 'l1'; known: mse, cross_entropy"),
         (["derive", "--loss", "cross_entropy"], "needs a softmax output layer"),
         (
-            ["verify", "--widths", "784,10", "--activations", "softmax", "--loss", "cross_entropy"],
-            "above the exact-derivation limit of 4096",
+            [
+                "verify",
+                "--widths",
+                "784,32,10",
+                "--activations",
+                "softmax",
+                "--loss",
+                "cross_entropy",
+            ],
+            "above the exact-derivation limit of 25000",
         ),
         (["derive", "--max-weights", "-1"], "--max-weights must be ≥ 0"),
         (["verify", "--trials", "0"], "--trials must be a positive integer"),

@@ -76,6 +76,19 @@ def _masked(text: str) -> str:
         ),
         ("`lagrange-bp derive --general` differentiates", ["derive", "--general"]),
         (
+            "`lagrange-bp verify --compiled --widths 64,128,10 --activations tanh,softmax --loss",
+            [
+                "verify",
+                "--compiled",
+                "--widths",
+                "64,128,10",
+                "--activations",
+                "tanh,softmax",
+                "--loss",
+                "cross_entropy",
+            ],
+        ),
+        (
             "`lagrange-bp verify --widths 8,8,8,8,3 --activations tanh,tanh,tanh,softmax --loss",
             [
                 "verify",
