@@ -92,8 +92,11 @@ def time_verify_model(spec: lbp.NetworkSpec) -> tuple[float, lbp.Report]:
 def label(spec: lbp.NetworkSpec) -> str:
     """A short name: ``8-8-8-8-3, tanh, mse``; a long equal-width net as ``2-…-2 (N=16)``."""
     w = spec.widths
-    widths = f"{w[0]}-…-{w[0]} (N={spec.depth})" if len(w) > 6 and len(set(w)) == 1 else (
-        "-".join(map(str, w)))
+    widths = (
+        f"{w[0]}-…-{w[0]} (N={spec.depth})"
+        if len(w) > 6 and len(set(w)) == 1
+        else ("-".join(map(str, w)))
+    )
     acts = spec.activations[0] if len(set(spec.activations)) == 1 else "/".join(spec.activations)
     return f"{widths}, {acts}, {spec.loss}"
 
@@ -129,22 +132,27 @@ def run_targets(emit: Callable[[str], None]) -> None:
             runs = [seconds for seconds, _ in timed]
             report = timed[-1][1]
             steps = ", ".join(f"({s.label}) {s.seconds:.2f}" for s in report.steps)
-            notes.append(f"- {name} {call}, last run: ok={report.ok}, report.seconds "
-                         f"{report.seconds:.2f} = {report.preparation} "
-                         f"{report.derive_seconds:.2f} + steps {steps}")
+            notes.append(
+                f"- {name} {call}, last run: ok={report.ok}, report.seconds "
+                f"{report.seconds:.2f} = {report.preparation} "
+                f"{report.derive_seconds:.2f} + steps {steps}"
+            )
         median = statistics.median(runs)
         verdict = "—" if target is None else ("PASS" if median <= target else "FAIL")
-        emit(f"| {name} | {label(spec)} | {call} | "
-             f"{' / '.join(f'{t:.2f}' for t in runs)} | {median:.2f} | "
-             f"{'—' if target is None else f'≤ {target:g}'} | {verdict} |")
+        emit(
+            f"| {name} | {label(spec)} | {call} | "
+            f"{' / '.join(f'{t:.2f}' for t in runs)} | {median:.2f} | "
+            f"{'—' if target is None else f'≤ {target:g}'} | {verdict} |"
+        )
     emit("")
     for note in notes:
         emit(note)
     emit("")
 
 
-def run_growth(emit: Callable[[str], None], depths: tuple[int, ...],
-               widths: tuple[int, ...]) -> None:
+def run_growth(
+    emit: Callable[[str], None], depths: tuple[int, ...], widths: tuple[int, ...]
+) -> None:
     """Markdown table of derive / verify wall seconds, rows depth N, columns width n."""
     emit("## Growth: derive s / derive + verify s (single run; tanh, mse, every width n)")
     emit("")
@@ -163,8 +171,11 @@ def run_growth(emit: Callable[[str], None], depths: tuple[int, ...],
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help=f"growth table for depths {QUICK_DEPTHS}, widths {QUICK_WIDTHS} only")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"growth table for depths {QUICK_DEPTHS}, widths {QUICK_WIDTHS} only",
+    )
     parser.add_argument("--out", type=Path, help="also write the printed Markdown to this file")
     args = parser.parse_args(argv)
 

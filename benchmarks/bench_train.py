@@ -62,12 +62,18 @@ def batches(widths: tuple[int, ...], batch: int, dtype: str, samples: int | None
         X, labels = rng.standard_normal((samples, widths[0])), rng.integers(0, widths[-1], samples)
     Y = np.eye(widths[-1])[labels]
     c = np.ascontiguousarray
-    return [(c(X[i:i + batch], dtype), c(Y[i:i + batch], dtype))
-            for i in range(0, len(X) - batch + 1, batch)]
+    return [
+        (c(X[i : i + batch], dtype), c(Y[i : i + batch], dtype))
+        for i in range(0, len(X) - batch + 1, batch)
+    ]
 
 
-def epoch(step: Callable[[Params, np.ndarray, np.ndarray, float], None], params: Params,
-          data: Batches, lr: float) -> float:
+def epoch(
+    step: Callable[[Params, np.ndarray, np.ndarray, float], None],
+    params: Params,
+    data: Batches,
+    lr: float,
+) -> float:
     """Wall seconds of one pass of ``step`` over every batch."""
     start = time.perf_counter()
     for X, Y in data:
@@ -112,36 +118,43 @@ def run_case(emit: Callable[[str], None], case: tuple, rounds: int, reps: int) -
     for k, (po, ph) in enumerate(zip(after["ours"], after["hand"]), start=1):
         for what, o, h in (("W", po[0], ph[0]), ("b", po[1], ph[1])):
             if not np.allclose(o, h, rtol=rtol, atol=rtol * float(np.abs(h).max())):
-                raise AssertionError(f"{name}: {what}^{k} differs after one epoch; max |ours − "
-                                     f"hand| = {np.abs(o - h).max():.3g}, max |hand| = "
-                                     f"{np.abs(h).max():.3g}")
+                raise AssertionError(
+                    f"{name}: {what}^{k} differs after one epoch; max |ours − "
+                    f"hand| = {np.abs(o - h).max():.3g}, max |hand| = "
+                    f"{np.abs(h).max():.3g}"
+                )
     times: dict[str, list[float]] = {"ours": [], "hand": []}
     for r in range(rounds):
-        for who in (("ours", "hand") if r % 2 == 0 else ("hand", "ours")):
+        for who in ("ours", "hand") if r % 2 == 0 else ("hand", "ours"):
             params = copy(p0)
             times[who].append(sum(epoch(steps[who], params, data, lr) for _ in range(reps)) / reps)
     ours, hand_s = statistics.median(times["ours"]), statistics.median(times["hand"])
     ratio = ours / hand_s
     per_round = sorted(o / h for o, h in zip(times["ours"], times["hand"]))
     verdict = "PASS" if ratio <= RATIO_TARGET else "FAIL"
-    emit(f"| {name} | {'-'.join(map(str, widths))} | {batch} | {dtype} | {len(data)}×{batch} | "
-         f"{ours * 1e3:.2f} | {hand_s * 1e3:.2f} | {ratio:.3f} | "
-         f"{per_round[0]:.2f}–{per_round[-1]:.2f} | ≤ {RATIO_TARGET} | {verdict} |")
+    emit(
+        f"| {name} | {'-'.join(map(str, widths))} | {batch} | {dtype} | {len(data)}×{batch} | "
+        f"{ours * 1e3:.2f} | {hand_s * 1e3:.2f} | {ratio:.3f} | "
+        f"{per_round[0]:.2f}–{per_round[-1]:.2f} | ≤ {RATIO_TARGET} | {verdict} |"
+    )
     if samples is None:
         return []
     flops, peak = gemm_flops(widths, batch, len(data)), gemm_peak(dtype, 2 * reps + 3)
-    return [f"- {name}: {flops / 1e9:.1f} GFLOP of matmul per epoch; {dtype} peak "
-            f"{peak:.1f} GFLOP/s; ours {flops / ours / 1e9:.1f} GFLOP/s "
-            f"({100 * flops / ours / 1e9 / peak:.0f}% of peak), hand "
-            f"{flops / hand_s / 1e9:.1f} GFLOP/s ({100 * flops / hand_s / 1e9 / peak:.0f}%)"]
+    return [
+        f"- {name}: {flops / 1e9:.1f} GFLOP of matmul per epoch; {dtype} peak "
+        f"{peak:.1f} GFLOP/s; ours {flops / ours / 1e9:.1f} GFLOP/s "
+        f"({100 * flops / ours / 1e9 / peak:.0f}% of peak), hand "
+        f"{flops / hand_s / 1e9:.1f} GFLOP/s ({100 * flops / hand_s / 1e9 / peak:.0f}%)"
+    ]
 
 
 def fresh(code: str, repeats: int) -> list[list[float]]:
     """The floats printed by ``code`` in ``repeats`` fresh interpreters started in the repo root."""
     out = []
     for _ in range(repeats):
-        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                              text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+        )
         if done.returncode != 0:
             raise AssertionError(f"subprocess failed:\n{done.stderr}")
         out.append([float(v) for v in done.stdout.split()])
@@ -159,11 +172,17 @@ def run_cold(emit: Callable[[str], None], repeats: int) -> None:
     emit("|---|---|---|---|---|")
     for what, runs, med, target in (
         ("lbp.compile, (16,)*11, tanh, mse", [r[0] for r in comp], c, COMPILE_TARGET),
-        ("verify_general() (generic derivation + general proof)", [r[0] for r in proof], p,
-         PROOF_TARGET),
+        (
+            "verify_general() (generic derivation + general proof)",
+            [r[0] for r in proof],
+            p,
+            PROOF_TARGET,
+        ),
     ):
-        emit(f"| {what} | {' / '.join(f'{t:.2f}' for t in runs)} | {med:.2f} | ≤ {target:g} | "
-             f"{'PASS' if med <= target else 'FAIL'} |")
+        emit(
+            f"| {what} | {' / '.join(f'{t:.2f}' for t in runs)} | {med:.2f} | ≤ {target:g} | "
+            f"{'PASS' if med <= target else 'FAIL'} |"
+        )
     emit("")
     emit(f"`import lagrange_bp` before compile (not counted): median {imp:.2f} s.")
 
@@ -186,23 +205,33 @@ def main(argv: list[str] | None = None) -> None:
         with threadpool_limits(limits=args.threads):
             emit("# lagrange_bp training benchmark: generated sgd_step vs HandTrainer")
             emit("")
-            emit(f"- numpy {np.__version__}, python {sys.version.split()[0]}, "
-                 f"threads {args.threads}")
+            emit(
+                f"- numpy {np.__version__}, python {sys.version.split()[0]}, threads {args.threads}"
+            )
             for pool in threadpool_info():
-                emit(f"- {pool['user_api']}: {pool['internal_api']} {pool.get('version')}, "
-                     f"kernel {pool.get('architecture')}, num_threads {pool['num_threads']}")
+                emit(
+                    f"- {pool['user_api']}: {pool['internal_api']} {pool.get('version')}, "
+                    f"kernel {pool.get('architecture')}, num_threads {pool['num_threads']}"
+                )
             emit("")
             emit(f"## One SGD epoch (median of {rounds} interleaved rounds, ms per epoch)")
             emit("")
-            emit("| case | widths | B | dtype | steps | ours (ms) | hand (ms) | ours/hand "
-                 "| per-round ratios | target | result |")
+            emit(
+                "| case | widths | B | dtype | steps | ours (ms) | hand (ms) | ours/hand "
+                "| per-round ratios | target | result |"
+            )
             emit("|---|---|---|---|---|---|---|---|---|---|---|")
-            notes = [n for case in CASES
-                     for n in run_case(emit, case, rounds, 20 if case[5] is None else 1)]
+            notes = [
+                n
+                for case in CASES
+                for n in run_case(emit, case, rounds, 20 if case[5] is None else 1)
+            ]
             emit("")
-            emit("Digits: all 1797 samples, 56 batches of 32 (last 5 samples dropped); each "
-                 "digits timing is the mean of 20 epochs. Both trainers' weights agreed after "
-                 "one epoch in every case.")
+            emit(
+                "Digits: all 1797 samples, 56 batches of 32 (last 5 samples dropped); each "
+                "digits timing is the mean of 20 epochs. Both trainers' weights agreed after "
+                "one epoch in every case."
+            )
             emit("")
             emit("## GEMM share (1024³ matmul peak, same dtype and threads)")
             emit("")

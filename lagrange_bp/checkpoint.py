@@ -11,16 +11,17 @@ import hashlib
 import json
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .model import Params
+from .model import Params, check_memory
+from .safe_io import open_npz, read_member, shown, writable
 from .spec import NetworkSpec
 
 FORMAT = "lagrange_bp-checkpoint-1"
+MAX_META_BYTES = 1 << 20
 
 
 class CheckpointError(ValueError):
@@ -44,6 +45,7 @@ def save(
         if not (np.isfinite(W).all() and np.isfinite(b).all()):
             raise CheckpointError(f"refusing to save: W^{k} or b^{k} contains NaN or inf")
     path = Path(path)
+    writable(path, "model file")
     meta = json.dumps(
         {
             "format": FORMAT,
@@ -73,39 +75,49 @@ def save(
 
 
 def load(path: str | Path) -> tuple[NetworkSpec, Params, dict[str, Any]]:
-    """(spec, params, info) from a file written by ``save``; ``CheckpointError`` otherwise."""
+    """(spec, params, info) from a file written by ``save``; ``CheckpointError`` otherwise.
+
+    Only the members the format defines are read (meta, sha256, W1.., b1..), each after its
+    header is checked against the size its network gives it, and a network that cannot fit in
+    memory is refused: a header claiming a huge shape, or a member that inflates a small file,
+    is refused before anything is allocated.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"model file {str(path)!r} does not exist")
+        raise CheckpointError(f"model file {shown(str(path))} does not exist or is not a file")
+    what = f"model file {shown(path.name)}"
     try:
-        with path.open("rb") as f, np.load(f, allow_pickle=False) as z:
-            files = {name: np.asarray(z[name]) for name in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise CheckpointError(
-            f"model file {path.name!r} is truncated or not a lagrange_bp checkpoint: {exc}"
-        ) from None
+        archive = open_npz(path, what)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     try:
-        meta_text = str(files["meta"][()])
-        meta = json.loads(meta_text)
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
-        spec = NetworkSpec(meta["widths"], meta["activations"], meta["loss"])
-        params = [(files[f"W{k}"], files[f"b{k}"]) for k in range(1, spec.depth + 1)]
-        digest = str(files["sha256"][()])
-    except (KeyError, ValueError, TypeError, AttributeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"model file {path.name!r} is not a valid lagrange_bp checkpoint: {exc}"
-        ) from None
+        with archive as z:
+            meta_text = str(read_member(z, "meta", what, MAX_META_BYTES)[()])
+            meta = json.loads(meta_text)
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise ValueError(f"format {shown(str(meta.get('format')))}, expected {FORMAT!r}")
+            spec = NetworkSpec(meta["widths"], meta["activations"], meta["loss"])
+            check_memory(spec, 1)  # its arrays may then take what its network needs
+            params = []
+            for k in range(1, spec.depth + 1):
+                n_in, n_out = spec.widths[k - 1], spec.widths[k]
+                W = read_member(z, f"W{k}", what, 8 * n_out * n_in)
+                b = read_member(z, f"b{k}", what, 8 * n_out)
+                params.append((W, b))
+            digest = str(read_member(z, "sha256", what, 1024)[()])
+    except CheckpointError:
+        raise
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{what} is not a valid lagrange_bp checkpoint: {exc}") from None
     if not isinstance(meta.get("info", {}), dict):
-        raise CheckpointError(f"model file {path.name!r} is not a valid lagrange_bp checkpoint")
+        raise CheckpointError(f"{what} is not a valid lagrange_bp checkpoint")
     try:
         same = _digest(meta_text, params) == digest
     except (TypeError, ValueError):
         same = False
     if not same:
         raise CheckpointError(
-            f"model file {path.name!r} was altered or corrupted: its checksum "
-            f"does not match its contents"
+            f"{what} was altered or corrupted: its checksum does not match its contents"
         )
     for k, (W, b) in enumerate(params, start=1):
         shapes = ((spec.widths[k], spec.widths[k - 1]), (spec.widths[k],))
@@ -117,7 +129,7 @@ def load(path: str | Path) -> tuple[NetworkSpec, Params, dict[str, Any]]:
         )
         if W.shape != shapes[0] or b.shape != shapes[1] or not finite:
             raise CheckpointError(
-                f"model file {path.name!r} does not match its own network {spec.describe()}: "
+                f"{what} does not match its own network {spec.describe()}: "
                 f"W^{k} {W.shape}, b^{k} {b.shape}"
             )
     return spec, params, meta.get("info", {})

@@ -6,14 +6,17 @@ Exit codes: 0 success (proven), 1 not proven, 2 bad input (one line on stderr, n
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
+from . import __version__
 from .cli_train import (
     BadInput,
     add_train_parser,
@@ -29,10 +32,12 @@ from .model import Model
 from .render import FORMATS, render
 from .render_generic import render_generic
 from .report_doc import latex_document, markdown_page
-from .rules import RULES, check_rule
+from .rules import RULES
+from .safe_io import one_line, printable, shown, unicode_safe
 from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
 from .train import evaluate, train
 from .verify import Report, check_trials, verify
+from .verify_compiled import check_exact_memory
 from .verify_general import DEFAULT_SPECS, verify_general
 
 
@@ -83,7 +88,9 @@ def _spec(args: argparse.Namespace) -> tuple[NetworkSpec, int | None]:
     limit = args.max_weights or None
     try:
         spec = NetworkSpec(
-            args.widths or [2, 3, 1], args.activations or ["sigmoid"], args.loss or "mse"
+            args.widths or [2, 3, 1],
+            args.activations if args.activations is not None else ["sigmoid"],
+            args.loss if args.loss is not None else "mse",
         )
         spec.check_exact_size(limit)
     except (ValueError, TypeError) as exc:
@@ -99,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
             "and prove it."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"lagrange-bp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("derive", help="print the Lagrangian and its KKT conditions")
     _add_spec_args(p)
@@ -176,8 +184,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(page)
     except OSError as exc:
-        raise BadInput(f"cannot write --output {args.output!r}: {exc.strerror}") from None
-    print(f"{args.format} derivation of {spec.describe()} written to {args.output}")
+        raise BadInput(f"cannot write --output {shown(args.output)}: {exc.strerror}") from None
+    print(f"{args.format} derivation of {spec.describe()} written to {printable(args.output)}")
     return 0
 
 
@@ -195,9 +203,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.general:
             raise BadInput("give --general or --compiled, not both")
         args.max_weights = 0  # the compiled check has no exact-derivation size limit
-        model = Model(_spec(args)[0])
+        spec = _spec(args)[0]
+        try:
+            check_exact_memory(spec)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
         n = args.trials if args.trials is not None else 1
-        report = verify(model, trials=n, seed=args.seed, progress=_progress)
+        report = verify(Model(spec), trials=n, seed=args.seed, progress=_progress)
         print(report_json(report) if args.json else report)
         return 0 if report.ok else 1
     if args.general:
@@ -258,38 +270,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def load_candidate(ref: str) -> Callable[..., Any]:
-    """Import FILE.py and return its attribute NAME, for ``--candidate FILE.py:NAME``."""
-    path, sep, name = ref.rpartition(":")
-    if not sep or not path or not name:
-        raise BadInput(f"--candidate must be FILE.py:FUNCTION, got {ref!r}")
-    if not os.path.isfile(path):
-        raise BadInput(f"--candidate: file {path!r} does not exist")
-    module_spec = importlib.util.spec_from_file_location("lagrange_bp_candidate", path)
-    if module_spec is None or module_spec.loader is None:
-        raise BadInput(f"--candidate: cannot import {path!r} as Python")
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:  # the user's file: report it on one line
-        raise BadInput(
-            f"--candidate: importing {path} failed: {type(exc).__name__}: {exc}"
-        ) from None
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise BadInput(f"--candidate: {path} has no function {name!r}")
-    return fn
+CHECK_TIMEOUT = 600  # seconds a candidate may take
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Run the candidate in its own process (``check_worker``): nothing it does can fake a
+    verdict; a process that ends without one is a WRONG rule, never exit status 0."""
+    if args.general:
+        raise BadInput("check works at concrete sizes (--widths); --general does not apply")
+    args.max_weights = 0  # check compiles the network; no exact derivation, so no size limit
     spec, _ = _spec(args)
-    candidate = load_candidate(args.candidate)
-    try:
-        report = check_rule(spec, args.rule, candidate, seed=args.seed)
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
-    print(report)
-    return 0 if report.ok else 1
+    path, sep, name = args.candidate.rpartition(":")
+    if not sep or not path or not name:
+        raise BadInput(f"--candidate must be FILE.py:FUNCTION, got {shown(args.candidate)}")
+    if not os.path.isfile(path):
+        raise BadInput(f"--candidate: file {shown(path)} does not exist")
+    request = {
+        "widths": list(spec.widths),
+        "activations": list(spec.activations),
+        "loss": spec.loss,
+        "rule": args.rule,
+        "candidate": args.candidate,
+        "seed": args.seed,
+    }
+    with tempfile.TemporaryDirectory(prefix="lagrange-bp-check-") as tmp:
+        ask, answer = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        ask.write_text(json.dumps(request), encoding="utf-8")
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "lagrange_bp.check_worker", str(ask), str(answer)],
+                capture_output=True,
+                text=True,
+                timeout=CHECK_TIMEOUT,
+                check=False,
+            )
+            outcome = json.loads(answer.read_text(encoding="utf-8")) if answer.exists() else None
+            why = f"it ended the checking process (exit status {done.returncode})"
+        except subprocess.TimeoutExpired:
+            outcome, why = None, f"it did not finish within {CHECK_TIMEOUT} s"
+        except json.JSONDecodeError:
+            outcome, why = None, "its process left an unreadable verdict"
+    if outcome is not None and "error" in outcome:
+        raise BadInput(str(outcome["error"]))
+    if outcome is None:
+        print(f"rule {args.rule!r} for {spec.describe()}: WRONG (no verdict: {why})")
+        return 1
+    print(outcome["text"])
+    return 0 if outcome["ok"] is True else 1
 
 
 def _first_line(report: Report) -> str:
@@ -298,6 +325,15 @@ def _first_line(report: Report) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lagrange-bp`` console script."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = unicode_safe(sys.stdout), unicode_safe(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         commands = {
@@ -310,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         return commands[args.command](args)
     except BadInput as exc:
-        print(f"lagrange-bp: error: {exc}", file=sys.stderr)
+        print(f"lagrange-bp: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, the conventional status, nothing written
         print("lagrange-bp: interrupted", file=sys.stderr)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import checkpoint
 from .datasets import BUILTIN, Dataset, load, load_file
-from .functions import get_loss
-from .model import DTYPES, Model
+from .functions import ACTIVATIONS, LOSSES, get_loss
+from .model import DTYPES, Model, check_memory
 from .plots import plot_history
+from .safe_io import printable, shown, writable
 from .spec import NetworkSpec
 from .train import TrainingDiverged, evaluate, train
 
@@ -35,44 +37,94 @@ def split_names(text: str) -> list[str]:
     return [*names, current.strip()]
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help=f"a built-in dataset: {', '.join(BUILTIN)}")
-    p.add_argument("--data", help="your own .csv (with a header row) or .npz file")
+def add_data_args(p: argparse.ArgumentParser, defaults: str = "") -> None:
+    p.add_argument("--dataset", help=f"a built-in dataset: {', '.join(BUILTIN)}{defaults}")
+    p.add_argument("--data", help=f"your own .csv (with a header row) or .npz file{defaults}")
     p.add_argument("--target", help="the target column of --data (an array name for .npz)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="seed of the train/test split, ≥ 0 (default 0"
+        + (", or the one the model was trained with)" if defaults else ")"),
+    )
 
 
 def add_train_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train with the generated kernels (mini-batch SGD)")
     add_data_args(p)
     p.add_argument("--widths", help="n_0,...,n_N (default: features,64,outputs)")
-    p.add_argument("--activations", help="one or N names (default tanh,softmax or tanh,identity)")
-    p.add_argument("--loss", help="mse or cross_entropy (default: by task)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0, help="initial weights and shuffling")
-    p.add_argument("--dtype", choices=DTYPES, default="float64")
+    p.add_argument(
+        "--activations",
+        help=f"one or N activations, comma-separated: {', '.join(ACTIVATIONS)} or an expression "
+        "in z such as 'z*tanh(softplus(z))' (default tanh,softmax or tanh,identity)",
+    )
+    p.add_argument(
+        "--loss",
+        help=f"{' or '.join(LOSSES)}, or an expression in x (output) and y (target) such as "
+        "'log(cosh(x - y))' (default: cross_entropy for classes, mse otherwise)",
+    )
+    p.add_argument("--epochs", type=int, default=30, help="passes over the data (default 30)")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per SGD step (default 32)")
+    p.add_argument("--lr", type=float, default=0.1, help="learning rate η (default 0.1)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="initial weights and shuffling, ≥ 0 (default 0)"
+    )
+    p.add_argument("--dtype", choices=DTYPES, default="float64", help="(default float64)")
     p.add_argument("--save", help="write the trained model to this .npz file")
     p.add_argument("--plot", help="write the learning curves to this .png file")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p = sub.add_parser("evaluate", help="evaluate a saved model on a dataset's test split")
     p.add_argument("--model", required=True, help="a .npz file written by train --save")
-    add_data_args(p)
+    add_data_args(p, " (default: the one the model was trained on)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def _seed(value: int | None, option: str) -> int:
+    if value is None:
+        return 0
+    if value < 0:
+        raise BadInput(f"{option} must be a non-negative integer, got {value}")
+    return value
 
 
 def dataset(args: argparse.Namespace) -> Dataset:
     if bool(args.dataset) == bool(args.data):
         raise BadInput("give either --dataset NAME or --data FILE --target COLUMN")
+    split_seed = _seed(args.split_seed, "--split-seed")
     try:
         if args.dataset:
-            return load(args.dataset, split_seed=args.split_seed)
+            return load(args.dataset, split_seed=split_seed)
         if not args.target:
             raise BadInput("--data needs --target COLUMN (the column to predict)")
-        return load_file(args.data, args.target, split_seed=args.split_seed)
+        return load_file(args.data, args.target, split_seed=split_seed)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+
+
+def _outputs(args: argparse.Namespace) -> None:
+    """Check before training that --save and --plot can be written (a folder, a device, a
+    read-only place or a path under a file would fail only after the work)."""
+    if args.save:
+        try:
+            writable(Path(args.save), "--save")
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    if args.plot:
+        path = Path(args.plot)
+        if path.is_dir() or path.name in ("", ".."):
+            raise BadInput(f"cannot write --plot {shown(args.plot)}: it is a folder")
+        if path.suffix == "":
+            path = path.with_suffix(".png")
+        elif path.suffix.lower() != ".png":
+            raise BadInput(
+                f"--plot writes a PNG image: give a name ending in .png, got {shown(args.plot)}"
+            )
+        try:
+            writable(path, "--plot")
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        args.plot = str(path)
 
 
 def spec_for(args: argparse.Namespace, data: Dataset) -> NetworkSpec:
@@ -87,11 +139,12 @@ def spec_for(args: argparse.Namespace, data: Dataset) -> NetworkSpec:
         raise BadInput(f"widths must be comma-separated integers, got {args.widths!r}") from None
     acts = (
         split_names(args.activations)
-        if args.activations
+        if args.activations is not None
         else ["tanh"] * (len(widths) - 2) + ["softmax" if classify else "identity"]
     )
     try:
-        spec = NetworkSpec(widths, acts, args.loss or ("cross_entropy" if classify else "mse"))
+        loss = args.loss if args.loss is not None else ("cross_entropy" if classify else "mse")
+        spec = NetworkSpec(widths, acts, loss)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
     check_fits(spec, data, "--widths")
@@ -118,9 +171,16 @@ def _positive(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     _positive(args)
+    args.seed = _seed(args.seed, "--seed")
     data = dataset(args)
     spec = spec_for(args, data)
-    model = Model(spec, args.dtype)
+    _outputs(args)
+    try:
+        model = Model(spec, args.dtype)
+        check_memory(spec, args.batch_size, np.dtype(args.dtype).itemsize)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    start_loss = model.loss(model.init_params(args.seed), data.X_train, data.Y_train)
     bar = _progress_bar(args.epochs, quiet=args.json)
     try:
         result = train(
@@ -157,13 +217,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         "final": final,
         "history": result.history,
     }
-    if args.save:
-        checkpoint.save(
-            args.save,
-            spec,
-            result.params,
-            {k: summary[k] for k in ("dataset", "epochs", "batch_size", "lr", "seed")},
+    end_loss = final["train"]["loss"]
+    if end_loss > start_loss:
+        print(
+            f"lagrange-bp: warning: the training loss grew from {start_loss:.4g} to "
+            f"{end_loss:.4g}; the learning rate ({args.lr:g}) may be too large",
+            file=sys.stderr,
         )
+    if args.save:
+        info = {k: summary[k] for k in ("dataset", "epochs", "batch_size", "lr", "seed")}
+        info["source"] = (
+            {"dataset": args.dataset}
+            if args.dataset
+            else {"data": str(Path(args.data).resolve()), "target": args.target}
+        )
+        info["split_seed"] = _seed(args.split_seed, "--split-seed")
+        try:
+            checkpoint.save(args.save, spec, result.params, info)
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"cannot write --save {printable(args.save)}: {exc}") from None
     if args.plot:
         plot_history(result.history, args.plot, f"{data.name}: {spec.describe()}")
     if args.json:
@@ -177,7 +249,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"time {result.seconds:.2f} s ({result.seconds / args.epochs:.3f} s per epoch)")
         for what, path in (("model", args.save), ("learning curves", args.plot)):
             if path:
-                print(f"{what} written to {path}")
+                print(f"{what} written to {printable(path)}")
     return 0
 
 
@@ -186,8 +258,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         spec, params, info = checkpoint.load(args.model)
     except checkpoint.CheckpointError as exc:
         raise BadInput(str(exc)) from None
+    _trained_on(args, info)
     data = dataset(args)
-    check_fits(spec, data, f"the network in {args.model}")
+    shown_model = printable(args.model)
+    check_fits(spec, data, f"the network in {shown_model}")
     model = Model(spec)
     final = {"test": evaluate(model, params, data.X_test, data.Y_test)}
     if args.json:
@@ -198,9 +272,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
         )
     else:
-        print(f"{args.model}: network {spec.describe()}\n{data.describe()}")
+        print(f"{shown_model}: network {spec.describe()}\n{data.describe()}")
         print(results_table(final))
     return 0
+
+
+def _trained_on(args: argparse.Namespace, info: dict[str, Any]) -> None:
+    """Evaluate on the test split the model was not trained on: by default the dataset and
+    split seed stored in the model file; another split seed of the same data is refused (its
+    test rows were training rows), another dataset gets a warning."""
+    source = info.get("source") if isinstance(info.get("source"), dict) else None
+    stored_seed = info.get("split_seed")
+    if not args.dataset and not args.data and source:
+        args.dataset = source.get("dataset") if isinstance(source.get("dataset"), str) else None
+        args.data = source.get("data") if isinstance(source.get("data"), str) else None
+        args.target = args.target or source.get("target")
+    same_data = source is not None and (
+        (args.dataset and source.get("dataset") == args.dataset)
+        or (args.data and source.get("data") == str(Path(args.data).resolve()))
+    )
+    if isinstance(stored_seed, int):
+        if args.split_seed is None:
+            args.split_seed = stored_seed
+        elif same_data and args.split_seed != stored_seed:
+            raise BadInput(
+                f"the model was trained on the split with --split-seed {stored_seed}; the test "
+                f"rows of split {args.split_seed} include rows it was trained on, so its figures "
+                f"would not be held-out ones. Use --split-seed {stored_seed}"
+            )
+    if source is not None and not same_data and (args.dataset or args.data):
+        print(
+            "lagrange-bp: warning: the model was trained on "
+            f"{printable(str(source.get('dataset') or source.get('data')))}, not on this data",
+            file=sys.stderr,
+        )
 
 
 def results_table(final: dict[str, dict[str, float]]) -> str:
@@ -208,7 +313,9 @@ def results_table(final: dict[str, dict[str, float]]) -> str:
     lines = [f"{'':8}{'loss':>12}" + (f"{'accuracy':>12}" if has_acc else "")]
     for split, m in final.items():
         acc = f"{100 * m['accuracy']:>11.2f}%" if "accuracy" in m else ""
-        lines.append(f"{split:8}{m['loss']:>12.5f}{acc}")
+        loss = m["loss"]
+        shown = f"{loss:>12.5f}" if abs(loss) < 1e6 else f"{loss:>12.4g}"
+        lines.append(f"{split:8}{shown}{acc}")
     return "\n".join(lines)
 
 

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .safe_io import open_npz, printable, read_member, shown
+
 BUILTIN = ("digits", "iris", "diabetes", "xor", "moons")
 MAX_CLASSES = 50
+MAX_DATA_BYTES = 2**31  # 2 GiB per array of an NPZ data file
 
 
 @dataclass
@@ -90,18 +93,18 @@ def load_file(
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"data file {str(path)!r} does not exist")
+        raise ValueError(f"data file {shown(str(path))} does not exist or is not a file")
     if path.suffix.lower() == ".npz":
         X, raw = _read_npz(path, target)
     else:
         try:
             X, raw = _read_csv(path, target)
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path.name}: cannot read as CSV: {exc}") from None
+            raise ValueError(f"{shown(path.name)}: cannot read as CSV: {exc}") from None
     if not np.isfinite(X).all():
-        raise ValueError(f"{path.name}: NaN or inf among the feature values")
+        raise ValueError(f"{shown(path.name)}: NaN or inf among the feature values")
     if raw.dtype.kind in "biuf" and not np.isfinite(raw.astype(float)).all():
-        raise ValueError(f"{path.name}: NaN or inf in the target {target!r}")
+        raise ValueError(f"{shown(path.name)}: NaN or inf in the target {target!r}")
     labels = np.unique(raw)
     numeric = raw.dtype.kind in "biuf"
     integral = numeric and np.all(np.mod(raw.astype(float), 1) == 0)
@@ -110,36 +113,45 @@ def load_file(
         raise ValueError(f"target {target!r} has a single class ({labels[0]!r}): nothing to learn")
     if classify:
         y = np.searchsorted(labels, raw)
-        return _split(path.name, X, y, True, split_seed, test_size, names=[str(v) for v in labels])
-    return _split(path.name, X, raw.astype(float), False, split_seed, test_size)
+        names = [str(v) for v in labels]
+        return _split(printable(path.name), X, y, True, split_seed, test_size, names=names)
+    return _split(printable(path.name), X, raw.astype(float), False, split_seed, test_size)
 
 
 def _read_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray]:
+    name = shown(path.name)
     with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
-        raise ValueError(f"{path.name}: expected a header row and data rows")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
+        lines = [
+            (r, row) for r, row in enumerate(csv.reader(f), start=1) if any(c.strip() for c in row)
+        ]
+    if len(lines) < 2:
+        raise ValueError(f"{name}: expected a header row and data rows")
+    header = [h.strip() for h in lines[0][1]]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise ValueError(f"{name}: the header names {', '.join(map(repr, repeated))} twice")
     if target not in header:
-        raise ValueError(f"{path.name}: no column {target!r}; columns: {', '.join(header)}")
+        raise ValueError(f"{name}: no column {target!r}; columns: {', '.join(map(repr, header))}")
     t = header.index(target)
-    X = np.empty((len(body), len(header) - 1))
+    features = [h for i, h in enumerate(header) if i != t]
+    if not features:
+        raise ValueError(f"{name}: no feature columns besides the target {target!r}")
+    X = np.empty((len(lines) - 1, len(features)))
     y: list[str] = []
-    for r, row in enumerate(body, start=2):
+    for n, (r, row) in enumerate(lines[1:]):
         if len(row) != len(header):
-            raise ValueError(f"{path.name}, line {r}: {len(row)} values, header has {len(header)}")
+            raise ValueError(f"{name}, line {r}: {len(row)} values, header has {len(header)}")
         y.append(row[t].strip())
         values = [v for i, v in enumerate(row) if i != t]
-        names = [h for i, h in enumerate(header) if i != t]
-        for c, (v, name) in enumerate(zip(values, names)):
+        for c, (v, column) in enumerate(zip(values, features)):
             try:
-                X[r - 2, c] = float(v)
+                X[n, c] = float(v)
             except ValueError:
                 raise ValueError(
-                    f"{path.name}, line {r}: non-numeric value {v!r} in column {name!r}"
+                    f"{name}, line {r}: non-numeric value {shown(v)} in column {column!r}"
                 ) from None
     if not np.isfinite(X).all():
-        raise ValueError(f"{path.name}: NaN or inf among the feature values")
+        raise ValueError(f"{name}: NaN or inf among the feature values")
     try:
         return X, np.array([float(v) for v in y])
     except ValueError:
@@ -147,20 +159,19 @@ def _read_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_npz(path: Path, target: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with path.open("rb") as f, np.load(f, allow_pickle=False) as z:
-            if "X" not in z.files or target not in z.files:
-                raise ValueError(
-                    f"{path.name}: needs arrays 'X' and {target!r}; has {', '.join(z.files)}"
-                )
-            X, y = np.asarray(z["X"]), np.asarray(z[target])
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path.name}: cannot read as NPZ: {exc}") from None
+    name = shown(path.name)
+    with open_npz(path, f"data file {name}") as z:
+        if "X" not in z.files or target not in z.files:
+            raise ValueError(f"{name}: needs arrays 'X' and {target!r}; has {', '.join(z.files)}")
+        X = read_member(z, "X", f"data file {name}", MAX_DATA_BYTES)
+        y = read_member(z, target, f"data file {name}", MAX_DATA_BYTES)
     if X.ndim != 2 or X.dtype.kind not in "biuf" or y.ndim != 1 or len(y) != len(X):
         raise ValueError(
-            f"{path.name}: 'X' must be a numeric 2-D array and {target!r} a 1-D array "
+            f"{name}: 'X' must be a numeric 2-D array and {target!r} a 1-D array "
             f"with one entry per row; got shapes {X.shape} and {y.shape}"
         )
+    if len(X) < 4 or X.shape[1] == 0:
+        raise ValueError(f"{name}: needs at least 4 rows and 1 feature to split; X is {X.shape}")
     return X.astype(float), y
 
 

@@ -60,6 +60,12 @@ def parse(text: str, variables: tuple[str, ...], what: str) -> sp.Expr:
         raise ValueError(
             f"{what} expression is too long ({len(text)} characters, at most {MAX_LENGTH})"
         )
+    if not text.strip():
+        raise ValueError(f"{what} is empty: give a name or an expression")
+    bad = next((ch for ch in text if not (ch.isprintable() and ch.isascii()) or ch == "#"), None)
+    if bad is not None:
+        why = "comments are" if bad == "#" else f"the character {bad!r} is"
+        raise ValueError(f"{what} {text!r}: {why} not allowed in an expression")
     depth = 0
     for ch in text:  # bound nesting before Python's parser sees it
         depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(ch, 0)

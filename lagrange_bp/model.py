@@ -7,6 +7,7 @@ X (B, n_0), Y (B, n_N), W^k (n_k, n_{k-1}), b^k (n_k,). float64 by default, floa
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +67,7 @@ class Model:
     def init_params(self, seed: int = 0) -> Params:
         """Glorot-uniform weights (He's limit √(6/n_in) where the activation record asks for
         it, the relu family) and zero biases, from ``seed``."""
+        check_memory(self.spec, 1, self.dtype.itemsize)
         rng = np.random.default_rng(seed)
         params = []
         for (n_in, n_out), act in zip(
@@ -179,6 +181,28 @@ class Model:
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} contains NaN or inf")
         return arr
+
+
+def available_memory() -> int:
+    """Bytes of physical memory (os.sysconf), or 64 GiB where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 64 << 30
+
+
+def check_memory(spec: NetworkSpec, batch: int, itemsize: int = 8) -> None:
+    """Refuse, with the numbers, a network whose parameters, gradients and per-batch buffers
+    cannot fit in this machine's memory (they would fail midway with MemoryError)."""
+    params = spec.n_params * itemsize * 4  # parameters, a copy, gradients, a temporary
+    buffers = batch * sum(spec.widths) * itemsize * 8  # x, z, λ, G and temporaries per layer
+    need, have = params + buffers, available_memory()
+    if need > have // 2:
+        raise ValueError(
+            f"network {'-'.join(map(str, spec.widths))} needs about {need / 2**30:,.1f} GiB for "
+            f"its parameters and buffers ({spec.n_params:,} parameters); this machine has "
+            f"{have / 2**30:,.1f} GiB of memory"
+        )
 
 
 def compile(spec: NetworkSpec, dtype: str = "float64") -> Model:

@@ -110,10 +110,12 @@ def _check_activations(activations: object, n_layers: int) -> tuple[str, ...]:
     else:
         raise TypeError(f"activations must be a name or a sequence of names, got {activations!r}")
     if len(names) != n_layers:
-        raise ValueError(
-            f"activations: expected 1 or {n_layers} names (one per layer 1..{n_layers}), "
-            f"got {len(names)}"
+        expected = (
+            "1 name (the network has one layer)"
+            if n_layers == 1
+            else f"1 or {n_layers} names (one per layer 1..{n_layers})"
         )
+        raise ValueError(f"activations: expected {expected}, got {len(names)}")
     keys = []
     for k, name in enumerate(names, start=1):
         if not isinstance(name, str):

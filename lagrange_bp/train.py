@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .functions import get_loss
-from .model import Model, Params
+from .model import Model, Params, check_memory
 
 
 class TrainingDiverged(ValueError):
@@ -89,6 +89,7 @@ def train(
     X, Y = model.check_data(X, Y)
     if validation is not None:
         validation = model.check_data(*validation)
+    check_memory(model.spec, batch_size, model.dtype.itemsize)
     start_params = model.init_params(seed) if params is None else model.check_params(params)
     params = [(np.array(W), np.array(b)) for W, b in start_params]  # our own copies
     rng = np.random.default_rng(seed)

@@ -36,10 +36,14 @@ from .exact_numpy import ExactScalar, FieldArray, namespace, random_array, summe
 from .field import CONST, FRESH, Deg, Degenerate, Evaluator, Oracle, P, Value, retry
 from .functions import X_VAR, Y_VAR, Z_VAR, Activation, get_activation, get_loss
 from .matrices import ARG_U, ARG_V, ARG_W, BATCH, Entrywise, LogSoftmax
-from .model import Model
+from .model import Model, available_memory
+from .spec import NetworkSpec
 from .verify import Progress, Report, timed_step
 
 BATCH_SIZE = 2
+#: Memory of the exact check per parameter: measured 210 bytes (784-1024-1024-10, 1.9 M
+#: parameters: 480 MB peak against 90 MB for 2-3-1), doubled for headroom.
+EXACT_BYTES_PER_PARAM = 420
 KERNEL_ORDER = ("forward", "loss", "adjoint", "loss_and_grad", "sgd_step")
 
 
@@ -341,6 +345,7 @@ def verify_model(
 ) -> Report:
     """Prove that the model's generated kernels compute what the chain rule gives (see module)."""
     spec = model.spec
+    check_exact_memory(spec)
     report = Report(
         f"Proof that the compiled kernels are backpropagation for {spec.describe()}",
         spec,
@@ -370,6 +375,18 @@ def verify_model(
             )
         )
     return report
+
+
+def check_exact_memory(spec: NetworkSpec) -> None:
+    """Refuse, with the numbers, a network whose exact check (a Python integer per entry) cannot
+    fit in half this machine's memory."""
+    need, have = spec.n_params * EXACT_BYTES_PER_PARAM, available_memory()
+    if need > have // 2:
+        raise ValueError(
+            f"the exact check of network {'-'.join(map(str, spec.widths))} needs about "
+            f"{need / 2**30:,.1f} GiB ({spec.n_params:,} parameters, each an exact number in "
+            f"each of its copies); this machine has {have / 2**30:,.1f} GiB of memory"
+        )
 
 
 def _check_kernel(model: Model, kernel: str, points: list[Trial]) -> tuple[bool, str]:

@@ -22,6 +22,7 @@ import time
 
 import sympy as sp
 from sympy import MatrixSymbol, OneMatrix, Trace
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .field import Degenerate, Evaluator, Oracle, P, retry, seed_value
 from .functions import ACTIVATIONS, LOSSES, Activation, Loss, get_activation, get_loss
@@ -41,7 +42,7 @@ from .generic import (
     vjp_for,
 )
 from .kkt import Derivation, derive
-from .matrices import BATCH, elementwise
+from .matrices import BATCH, Entrywise, elementwise
 from .primitives import explicit
 from .spec import NetworkSpec
 from .verify import Progress, Report, timed_step
@@ -202,7 +203,8 @@ def _output_mismatch(act: Activation, loss: Loss, n_max: int = 3) -> str:
         kernel = act.kernel_output_vjp(loss, _Z, LAYER.X, LAYER.Y, 0)
         derived = act.vjp(_Z, LAYER.X, loss.output_adjoint(LAYER.X, LAYER.Y), 0)
         values = [
-            sp.Matrix(e.subs(dims).xreplace(table).doit().as_explicit()) for e in (kernel, derived)
+            sp.Matrix(sized(e, dims).xreplace(table).doit().as_explicit())
+            for e in (kernel, derived)
         ]
         for j in range(n):
             diff = explicit(values[0][j] - values[1][j]).rewrite(sp.exp)
@@ -212,6 +214,17 @@ def _output_mismatch(act: Activation, loss: Loss, n_max: int = 3) -> str:
                     f"J_σᵀ Λ^N at n = {n}, entry {j + 1}: {values[0][j]} vs {values[1][j]}"
                 )
     return ""
+
+
+def sized(e: sp.MatrixExpr, dims: dict) -> sp.MatrixExpr:
+    """``e`` at concrete sizes. SymPy's ElementwiseApplyFunction, rebuilt at shape 1×1, calls
+    its function on the matrix itself (for σ = z·tanh(z) a matrix times tanh(matrix), which
+    raises), so each first becomes the equivalent one-matrix ``Entrywise``."""
+    e = e.replace(
+        lambda t: isinstance(t, ElementwiseApplyFunction),
+        lambda t: Entrywise(t.function, t.expr),
+    )
+    return e.subs(dims)
 
 
 def _lift_mismatch(
@@ -228,7 +241,7 @@ def _lift_mismatch(
             LAYER.Lam.subs(dims): sp.ImmutableMatrix(lam),
             LAYER.Y.subs(dims): sp.ImmutableMatrix(y),
         }
-        lifted = sp.Matrix(matrix.subs(dims).xreplace(table).doit().as_explicit())
+        lifted = sp.Matrix(sized(matrix, dims).xreplace(table).doit().as_explicit())
         bases = {f["S"]: s, f["λ"]: lam, f["y"]: y}
         for j in range(1, n + 1):
             e = index_form.subs({f["n"]: n, f["j"]: j, BATCH: 1}).doit()
@@ -247,7 +260,7 @@ def instantiate(
     """The generic expression of layer k at the sizes of ``d`` (B = 1), as an explicit Matrix."""
     s, w, n, layer = d.symbols, d.spec.widths, d.spec.depth, LAYER
     dims = {BATCH: 1, N_PREV: w[k - 1], N_K: w[k], N_NEXT: w[k + 1] if k < n else 1}
-    e = expr.subs(dims)
+    e = sized(expr, dims)
     table = {
         layer.X_prev: s.x[k - 1],
         layer.X: s.x[k],

@@ -336,15 +336,24 @@ NOTEBOOKS = {
 
 
 def build(name: str, cells: list[nbformat.NotebookNode]) -> None:
+    """Execute the cells and write the notebook. Cell ids follow the cell's place and no
+    timestamps are stored, so rebuilding unchanged cells changes only what they print."""
     nb = nbformat.v4.new_notebook(cells=cells)
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"{name.split('_')[0]}-cell-{i:02d}"
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
         "language": "python",
     }
     NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        record_timing=False,
+        resources={"metadata": {"path": str(HERE)}},
     ).execute()
+    nb.metadata.pop("widgets", None)
     nbformat.write(nb, HERE / name)
     print(f"wrote {name}")
 

@@ -100,7 +100,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     [
         (["train", "--dataset", "mnist"], "unknown dataset 'mnist'; known: digits, iris"),
         (["train", "--data", "{dir}/none.csv", "--target", "y"], "does not exist"),
-        (["train", "--data", "{bad}", "--target", "z"], "no column 'z'; columns: a, b, y"),
+        (["train", "--data", "{bad}", "--target", "z"], "no column 'z'; columns: 'a', 'b', 'y'"),
         (["train", "--data", "{bad}", "--target", "y"], "non-numeric value 'x' in column 'b'"),
         (["train", "--data", "{single}", "--target", "y"], "single class"),
         (["train", "--data", "{bad}"], "--data needs --target COLUMN"),
@@ -130,7 +130,10 @@ def files(tmp_path: Path) -> dict[str, Path]:
             ],
             "cross_entropy needs class labels, but diabetes is a regression target",
         ),
-        (["evaluate", "--model", "{trunc}", "--dataset", "iris"], "truncated or not a lagrange_bp"),
+        (
+            ["evaluate", "--model", "{trunc}", "--dataset", "iris"],
+            "truncated or not an NPZ archive",
+        ),
         (["evaluate", "--model", "{dir}/none.npz", "--dataset", "iris"], "does not exist"),
     ],
 )

@@ -57,6 +57,17 @@ def test_general_proof_holds() -> None:
     assert "output softmax + cross_entropy: kernels' G^N = (-1/B) (X^N - Y) = J_σᵀ Λ^N" in text
 
 
+def test_general_proof_of_a_custom_activation_on_width_one_layers() -> None:
+    """SymPy's ElementwiseApplyFunction, rebuilt at 1×1, applies σ to the matrix itself and
+    z·tanh(z) then raised; ``Applied`` keeps the entrywise meaning at every size."""
+    spec = lbp.NetworkSpec((1, 1, 1), ("z*tanh(z)", "z**2"), "mse")
+    report = verify_general((spec,))
+    assert report.ok, str(report)
+    assert "1-1-1, z*tanh(z) | z**2, mse: 8 entries of x, λ, ∂L/∂W, ∂L/∂b equal exactly" in str(
+        report
+    )
+
+
 def _tampered(**changes: object) -> object:
     return dataclasses.replace(derive_generic(), **changes)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 
 import lagrange_bp as lbp
-from lagrange_bp.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,46 +67,82 @@ def _masked(text: str) -> str:
     return re.sub(r"\d+\.\d+ s\b", "T s", text)
 
 
+FENCE = re.compile(r"```([a-z]*)\n(.*?)```", re.S)
+
+
+def readme_blocks() -> list[tuple[str, str, str]]:
+    """(language, code, the prose before it) for every fenced block of the README."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks, end = [], 0
+    for m in FENCE.finditer(text):
+        blocks.append((m.group(1), m.group(2), text[end : m.start()]))
+        end = m.end()
+    return blocks
+
+
+def _commands(bash: str) -> list[str]:
+    """The command lines of a bash block: continuations joined, comments dropped."""
+    joined = bash.replace("\\\n", " ")
+    return [line.split("  #")[0].strip() for line in joined.splitlines() if line.strip()]
+
+
+def real_outputs() -> list[tuple[str, list[str], str, dict[str, str]]]:
+    """(how it is produced, commands or code, the output shown, files it needs) for every
+    block the README calls real output."""
+    out, files, previous = [], {}, ("", "", "")
+    for lang, code, prose in readme_blocks():
+        named = re.search(r"in `([\w.]+\.py)`:\s*$", prose)
+        if lang == "python" and named:
+            files[named.group(1)] = code
+        if "(real output" in prose and lang == "text":
+            inline = re.findall(r"`(lagrange-bp [^`]+)`", prose)
+            if inline:
+                out.append(("cli", [inline[-1]], code, dict(files)))
+            elif previous[0] == "bash":
+                out.append(("cli", _commands(previous[1]), code, dict(files)))
+            elif previous[0] == "python":
+                out.append(("python", [previous[1]], code, dict(files)))
+        previous = (lang, code, prose)
+    return out
+
+
+OUTPUTS = real_outputs()
+
+
 @pytest.mark.parametrize(
-    ("marker", "argv"),
-    [
-        (
-            "`lagrange-bp derive --widths 2,2,1 --activations tanh,sigmoid --loss mse` prints",
-            ["derive", "--widths", "2,2,1", "--activations", "tanh,sigmoid", "--loss", "mse"],
-        ),
-        ("`lagrange-bp derive --general` differentiates", ["derive", "--general"]),
-        (
-            "`lagrange-bp verify --compiled --widths 64,128,10 --activations tanh,softmax --loss",
-            [
-                "verify",
-                "--compiled",
-                "--widths",
-                "64,128,10",
-                "--activations",
-                "tanh,softmax",
-                "--loss",
-                "cross_entropy",
-            ],
-        ),
-        (
-            "`lagrange-bp verify --widths 8,8,8,8,3 --activations tanh,tanh,tanh,softmax --loss",
-            [
-                "verify",
-                "--widths",
-                "8,8,8,8,3",
-                "--activations",
-                "tanh,tanh,tanh,softmax",
-                "--loss",
-                "cross_entropy",
-            ],
-        ),
-    ],
+    ("how", "commands", "shown", "files"),
+    OUTPUTS,
+    ids=[f"{how}: {cmds[0][:60]}" for how, cmds, _, _ in OUTPUTS],
 )
 def test_readme_real_output_is_what_the_command_prints(
-    marker: str, argv: list[str], capsys: pytest.CaptureFixture[str]
+    how: str, commands: list[str], shown: str, files: dict[str, str], tmp_path: Path
 ) -> None:
-    assert main(argv) == 0
-    assert _masked(block_after(marker)) == _masked(capsys.readouterr().out)
+    """Every block the README calls real output is what its command prints (timings aside),
+    run in an empty folder with the files the README tells the reader to write."""
+    for name, code in files.items():
+        (tmp_path / name).write_text(code, encoding="utf-8")
+    printed = []
+    for command in commands:
+        argv = (
+            [sys.executable, "-m", "lagrange_bp", *shlex.split(command)[1:]]
+            if how == "cli"
+            else [sys.executable, "-c", command]
+        )
+        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, check=False)
+        assert "Traceback" not in done.stderr, done.stderr
+        printed.append(done.stdout)
+    assert _masked(shown) == _masked("".join(printed))
+
+
+def test_every_readme_python_block_runs(tmp_path: Path) -> None:
+    """Each Python block runs on its own, in a fresh interpreter and an empty folder."""
+    for lang, code, _ in readme_blocks():
+        if lang != "python":
+            continue
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, f"{code}\n{done.stderr}"
 
 
 def test_readme_kernel_listing_is_the_generated_source() -> None:
