@@ -3,7 +3,7 @@
 The states x^k and multipliers λ^k come from the generated kernels; the residuals are computed
 with the hand-written reference (no SymPy, no generated code):
   forward   max |x^N − σ_N(W^N x^{N-1} + b^N)|, reference against kernels   (∂L/∂λ = 0)
-  adjoint   max |∂L/∂x^k|: |λ^N + (1/B) ∂ℓ/∂x^N| and |λ^k − W^{k+1ᵀ} J_σ(z^{k+1})ᵀ λ^{k+1}|
+  adjoint   max |∂L/∂x^k|: |λ^N + (1/B) ∂ℓ/∂x^N| and |λ^k − W^{k+1ᵀ} Dσ(z^{k+1})ᵀ λ^{k+1}|
   gradient  ‖∂L/∂θ‖, which falls as training approaches a stationary point of J.
 """
 
@@ -31,7 +31,7 @@ def kkt_residuals(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) ->
     with np.errstate(divide="ignore", invalid="ignore"):
         _, df = reference.loss_terms(spec.loss, xs[n], Y)
     gaps = [lams[n - 1] + df / B]  # ∂L/∂x^N = (1/B) ∂ℓ/∂x + λ^N
-    for k in range(1, n):  # ∂L/∂x^k = λ^k − W^{k+1ᵀ} J_σ(z^{k+1})ᵀ λ^{k+1}, samples as rows
+    for k in range(1, n):  # ∂L/∂x^k = λ^k − W^{k+1ᵀ} Dσ(z^{k+1})ᵀ λ^{k+1}, samples as rows
         G = reference.vjp(spec.activations[k], zs[k + 1], xs[k + 1], lams[k])
         gaps.append(lams[k - 1] - G @ params[k][0])
     adjoint = max(float(np.max(np.abs(gap[np.isfinite(gap)]), initial=0.0)) for gap in gaps)

@@ -106,7 +106,7 @@ class Activation:
         raise NotImplementedError
 
     def vjp(self, Z: sp.MatrixExpr, X: sp.MatrixExpr, Lam: sp.MatrixExpr, axis: int) -> Any:
-        """G = J_σ(Z)ᵀ Λ, exactly as derived (σ' of Z)."""
+        """G = Dσ(Z)ᵀ Λ, exactly as derived (σ' of Z)."""
         raise NotImplementedError
 
     def kernel_forward(self, Z: sp.MatrixExpr, axis: int) -> Any:
@@ -114,13 +114,13 @@ class Activation:
         raise NotImplementedError
 
     def kernel_vjp(self, Z: sp.MatrixExpr, X: sp.MatrixExpr, Lam: sp.MatrixExpr, axis: int) -> Any:
-        """G = J_σ(Z)ᵀ Λ as the kernels print it (σ' in X = σ(Z) where the record allows)."""
+        """G = Dσ(Z)ᵀ Λ as the kernels print it (σ' in X = σ(Z) where the record allows)."""
         raise NotImplementedError
 
     def kernel_output_vjp(
         self, loss: Loss, Z: sp.MatrixExpr, X: sp.MatrixExpr, Y: sp.MatrixExpr, axis: int
     ) -> Any:
-        """G^N = J_σ(Z^N)ᵀ Λ^N with Λ^N = −(1/B) ∂ℓ/∂x substituted and simplified."""
+        """G^N = Dσ(Z^N)ᵀ Λ^N with Λ^N = −(1/B) ∂ℓ/∂x substituted and simplified."""
         raise NotImplementedError
 
     def log_of_output(self, arg: sp.Expr) -> sp.Expr | None:

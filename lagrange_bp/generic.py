@@ -277,7 +277,7 @@ def softmax_index_form() -> dict[str, sp.Expr]:
 
 
 def vjp_for(act: Activation) -> sp.MatrixExpr:
-    """G^k = J_σ(Z^k)ᵀ Λ^k for the layer's activation record (samples are columns)."""
+    """G^k = Dσ(Z^k)ᵀ Λ^k for the layer's activation record (samples are columns)."""
     return act.vjp(LAYER.Z, LAYER.X, LAYER.Lam, SAMPLES_AXIS)
 
 
@@ -287,6 +287,6 @@ def output_adjoint_for(loss: Loss) -> sp.MatrixExpr:
 
 
 def output_vjp_for(act: Activation, loss: Loss) -> sp.MatrixExpr:
-    """G^N = J_σ(Z^N)ᵀ Λ^N with Λ^N substituted and simplified, as the kernels compute it
+    """G^N = Dσ(Z^N)ᵀ Λ^N with Λ^N substituted and simplified, as the kernels compute it
     ((Y − X^N)/B for softmax with cross-entropy; samples are columns)."""
     return act.kernel_output_vjp(loss, LAYER.Z, LAYER.X, LAYER.Y, SAMPLES_AXIS)

@@ -161,7 +161,7 @@ class Assembler:
                 )
             )
             label = (
-                f"G^{k} = J_σ(Z^{k})ᵀ Λ^{k} with Λ^{k} substituted: entrywise {_body_text(G)}, "
+                f"G^{k} = Dσ(Z^{k})ᵀ Λ^{k} with Λ^{k} substituted: entrywise {_body_text(G)}, "
                 f"x from X^{k}, y from Y"
             )
         else:
@@ -200,7 +200,7 @@ def _forward_label(act: Activation, k: int) -> str:
 
 def _vjp_label(act: Activation, k: int) -> str:
     if not act.elementwise:
-        return f"G^{k} = J_σ(Z^{k})ᵀ Λ^{k} = X^{k} ⊙ (Λ^{k} − rowsum(X^{k} ⊙ Λ^{k}))"
+        return f"G^{k} = Dσ(Z^{k})ᵀ Λ^{k} = X^{k} ⊙ (Λ^{k} − rowsum(X^{k} ⊙ Λ^{k}))"
     form = getattr(act, "output_form", None)
     if form is not None:
         return f"G^{k} = σ'_{k}(Z^{k}) ⊙ Λ^{k}, σ'_{k} = {sp.sstr(form)} in x = X^{k}"

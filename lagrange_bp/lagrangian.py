@@ -8,7 +8,7 @@ Every entry is its own SymPy Symbol, named as printed for a reader: ``x^1[2]`` i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 
 import sympy as sp
@@ -19,7 +19,7 @@ from .spec import NetworkSpec
 
 @dataclass
 class Symbols:
-    """Column matrices of Symbols, keyed by layer k; ``latex_names`` maps each to its LaTeX."""
+    """Column matrices of ``Entry`` symbols, keyed by layer k."""
 
     x: dict[int, sp.Matrix]  # x[0] = x⁰ (input), x[k] = x^k, k = 1..N
     lam: dict[int, sp.Matrix]  # λ^k, k = 1..N
@@ -27,42 +27,51 @@ class Symbols:
     b: dict[int, sp.Matrix]  # b^k, shape (n_k, 1)
     z: dict[int, sp.Matrix]  # display names for z^k = W^k x^{k-1} + b^k
     y: sp.Matrix
-    latex_names: dict[sp.Symbol, str] = field(default_factory=dict)
 
 
-def _vector(name: str, latex: str, n: int, names: dict[sp.Symbol, str]) -> sp.Matrix:
-    entries = []
-    for i in range(1, n + 1):
-        s = sp.Symbol(f"{name}[{i}]", real=True)
-        names[s] = f"{latex}_{{{i}}}"
-        entries.append(s)
-    return sp.Matrix(n, 1, entries)
+_GREEK = {"λ": r"\lambda"}
+
+
+class Entry(sp.Symbol):
+    """One entry of a vector or matrix, named as printed for a reader (``x^1[2]``), whose LaTeX
+    is the textbook's x^{(1)}_{2}: stock ``sympy.latex`` and Jupyter show it that way."""
+
+    @classmethod
+    def class_key(cls) -> tuple[int, int, str]:
+        """Sort as a plain Symbol of the same name, so that SymPy's canonical orderings (and the
+        sign it picks inside an even function: cosh(x − y) or cosh(y − x)) do not change."""
+        return sp.Symbol.class_key()
+
+    def _latex(self, printer: object) -> str:
+        base, _, rest = self.name.partition("[")
+        base, _, layer = base.partition("^")
+        tex = _GREEK.get(base, base) + (f"^{{({layer})}}" if layer else "")
+        return f"{tex}_{{{rest.rstrip(']')}}}" if rest else tex
+
+
+def _vector(name: str, n: int) -> sp.Matrix:
+    return sp.Matrix(n, 1, [Entry(f"{name}[{i}]", real=True) for i in range(1, n + 1)])
 
 
 def make_symbols(widths: tuple[int, ...]) -> Symbols:
     """One Symbol for every x^k_i, λ^k_i, W^k_ij, b^k_i, z^k_i, x⁰_i and y_i."""
-    names: dict[sp.Symbol, str] = {}
-    n_layers = len(widths) - 1
-    x = {k: _vector(f"x^{k}", f"x^{{({k})}}", widths[k], names) for k in range(n_layers + 1)}
-    lam = {
-        k: _vector(f"λ^{k}", rf"\lambda^{{({k})}}", widths[k], names)
-        for k in range(1, n_layers + 1)
+    layers = range(1, len(widths))
+    W = {
+        k: sp.Matrix(
+            widths[k],
+            widths[k - 1],
+            lambda i, j, k=k: Entry(f"W^{k}[{i + 1},{j + 1}]", real=True),
+        )
+        for k in layers
     }
-    b = {k: _vector(f"b^{k}", f"b^{{({k})}}", widths[k], names) for k in range(1, n_layers + 1)}
-    z = {k: _vector(f"z^{k}", f"z^{{({k})}}", widths[k], names) for k in range(1, n_layers + 1)}
-    W = {}
-    for k in range(1, n_layers + 1):
-        rows = []
-        for i in range(1, widths[k] + 1):
-            row = []
-            for j in range(1, widths[k - 1] + 1):
-                s = sp.Symbol(f"W^{k}[{i},{j}]", real=True)
-                names[s] = f"W^{{({k})}}_{{{i},{j}}}"
-                row.append(s)
-            rows.append(row)
-        W[k] = sp.Matrix(rows)
-    y = _vector("y", "y", widths[-1], names)
-    return Symbols(x=x, lam=lam, W=W, b=b, z=z, y=y, latex_names=names)
+    return Symbols(
+        x={k: _vector(f"x^{k}", widths[k]) for k in (0, *layers)},
+        lam={k: _vector(f"λ^{k}", widths[k]) for k in layers},
+        W=W,
+        b={k: _vector(f"b^{k}", widths[k]) for k in layers},
+        z={k: _vector(f"z^{k}", widths[k]) for k in layers},
+        y=_vector("y", widths[-1]),
+    )
 
 
 @cache

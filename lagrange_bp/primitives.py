@@ -43,10 +43,26 @@ class _Elementwise(sp.Function):
     def _eval_evalf(self, prec: int) -> sp.Expr:
         return type(self).explicit(self.args[0])._eval_evalf(prec)
 
+    def _eval_rewrite_as_exp(self, u: sp.Expr, **kwargs: Any) -> sp.Expr:
+        return type(self).explicit(u)
+
     def _numpycode(self, printer: Any) -> str:
         name, before, after = NUMPY_FORMS[type(self)]
         args = [*before, printer._print(self.args[0]), *after]
         return f"{printer._module_format(name)}({', '.join(args)})"
+
+    _scipycode = _cupycode = _numpycode
+
+    def _pythoncode(self, printer: Any) -> str:
+        """For stock lambdify with "math", "mpmath", "cmath" or plain Python: the explicit
+        form (softplus as log1p(e^{−|u|}) + max(u, 0), which does not overflow)."""
+        return printer._print(type(self).scalar_form(self.args[0]))
+
+    _lambdacode = _mpmathcode = _cmathcode = _pythoncode
+
+    @classmethod
+    def scalar_form(cls, u: sp.Expr) -> sp.Expr:
+        return cls.explicit(u)
 
     def _latex(self, printer: Any, exp: str | None = None) -> str:
         tex = rf"\operatorname{{{type(self).__name__}}}\left({printer._print(self.args[0])}\right)"
@@ -78,6 +94,10 @@ class softplus(_Elementwise):
         if argindex != 1:
             raise ArgumentIndexError(self, argindex)
         return sigmoid(self.args[0])
+
+    @classmethod
+    def scalar_form(cls, u: sp.Expr) -> sp.Expr:
+        return sp.log(1 + sp.exp(-sp.Abs(u))) + sp.Max(u, 0)
 
 
 class relu(_Elementwise):
@@ -114,7 +134,7 @@ class step(_Elementwise):
         return sp.S.Zero
 
     def _latex(self, printer: Any, exp: str | None = None) -> str:
-        tex = r"\mathbb{1}\left[" + printer._print(self.args[0]) + r" > 0\right]"
+        tex = r"\mathbb{I}\left[" + printer._print(self.args[0]) + r" > 0\right]"
         return tex if exp is None else rf"{tex}^{{{exp}}}"
 
 
@@ -138,8 +158,23 @@ class softmax(sp.Function):
         return self * (1 - self) if int(i) == j else -self * s_j
 
     def _eval_evalf(self, prec: int) -> sp.Expr:
+        return self.explicit()._eval_evalf(prec)
+
+    def explicit(self, shift: sp.Expr = sp.S.Zero) -> sp.Expr:
+        """e^{z_i − m} / Σ_j e^{z_j − m}: equal for every m; code takes m = max_j z_j."""
         i, zs = int(self.args[0]), self.args[1:]
-        return (sp.exp(zs[i - 1]) / sp.Add(*[sp.exp(z) for z in zs]))._eval_evalf(prec)
+        return sp.exp(zs[i - 1] - shift) / sp.Add(*[sp.exp(z - shift) for z in zs])
+
+    def _eval_rewrite_as_exp(self, i: sp.Expr, *zs: sp.Expr, **kwargs: Any) -> sp.Expr:
+        return self.explicit()
+
+    def _code(self, printer: Any) -> str:
+        """For stock lambdify (every module): the form shifted by the largest z_j."""
+        zs = self.args[1:]
+        return printer._print(self.explicit(sp.Max(*zs) if len(zs) > 1 else zs[0]))
+
+    _numpycode = _scipycode = _cupycode = _code
+    _pythoncode = _lambdacode = _mpmathcode = _cmathcode = _code
 
     def _latex(self, printer: Any, exp: str | None = None) -> str:
         zs = ", ".join(printer._print(z) for z in self.args[1:])

@@ -115,7 +115,7 @@ def activate(activation: str, z: np.ndarray) -> np.ndarray:
 
 
 def vjp(activation: str, z: np.ndarray, x: np.ndarray, upstream: np.ndarray) -> np.ndarray:
-    """J_σ(z)ᵀ · upstream, row by row."""
+    """Dσ(z)ᵀ · upstream, row by row."""
     act = get_activation(activation)
     if not act.elementwise:
         return _vector(act)[1](z, x, upstream)

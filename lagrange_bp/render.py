@@ -21,7 +21,7 @@ def _short(d: Derivation, expr: sp.Expr) -> sp.Expr:
 
 def latex_of(d: Derivation, expr: sp.Expr) -> str:
     """An equation side as LaTeX, pre-activations shown as z^{(k)}_i."""
-    return sp.latex(_short(d, expr), symbol_names=d.symbols.latex_names)
+    return sp.latex(_short(d, expr))
 
 
 def _condition(d: Derivation, var: sp.Symbol) -> sp.Expr:
@@ -73,21 +73,19 @@ def dl_latex(var: str) -> str:
 
 def to_latex(d: Derivation) -> str:
     """The same content as LaTeX ``align*`` blocks (for a document or a notebook)."""
-    names = d.symbols.latex_names
     lam_list = [s for k in d.symbols.lam for s in d.symbols.lam[k]]
     x_of = {lam: x for k in d.symbols.lam for x, lam in zip(d.symbols.x[k], d.symbols.lam[k])}
 
     def block(title: str, rows: list[str]) -> list[str]:
         return [f"% {title}", r"\begin{align*}", " \\\\\n".join(rows), r"\end{align*}", ""]
 
-    def sym(s: sp.Symbol) -> str:
-        return names[s]
+    sym = sp.latex
 
     out = [f"% lagrange_bp derivation: {_header(d)}"]
     out += block("Lagrangian", [r"\mathcal{L} &= " + latex_of(d, d.lagrangian)])
     out += block(
         "pre-activations z^k = W^k x^{k-1} + b^k",
-        [f"{sym(eq.lhs)} &= {sp.latex(eq.rhs, symbol_names=names)}" for eq in d.preactivations],
+        [f"{sym(eq.lhs)} &= {sp.latex(eq.rhs)}" for eq in d.preactivations],
     )
     out += block(
         "1. dL/dlambda = 0: forward pass",
@@ -126,7 +124,7 @@ def to_json(d: Derivation) -> str:
         row = {
             "lhs": str(lhs),
             "rhs": str(_short(d, rhs)),
-            "latex": f"{d.symbols.latex_names[lhs]} = {latex_of(d, rhs)}",
+            "latex": f"{sp.latex(lhs)} = {latex_of(d, rhs)}",
         }
         if condition is not None:
             row["condition"] = f"{_short(d, condition)} = 0"
@@ -145,8 +143,7 @@ def to_json(d: Derivation) -> str:
             {
                 "lhs": str(e.lhs),
                 "rhs": str(e.rhs),
-                "latex": f"{d.symbols.latex_names[e.lhs]} = "
-                f"{sp.latex(e.rhs, symbol_names=d.symbols.latex_names)}",
+                "latex": f"{sp.latex(e.lhs)} = {sp.latex(e.rhs)}",
             }
             for e in d.preactivations
         ],

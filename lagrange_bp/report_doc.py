@@ -70,7 +70,7 @@ ALGORITHM_TEX = [
     r"$\lambda^{(k-1)} = W^{(k)\top}\left(\sigma_k'(z^{(k)}) \odot \lambda^{(k)}\right)$;",
     r"\textbf{update:} $W^{(k)} \leftarrow W^{(k)} - \eta \frac{\partial \mathcal{L}}"
     r"{\partial W^{(k)}}$, $b^{(k)} \leftarrow b^{(k)} - \eta \frac{\partial \mathcal{L}}"
-    r"{\partial b^{(k)}}$ (softmax layers use their Jacobian $J_\sigma^\top \lambda$).",
+    r"{\partial b^{(k)}}$ (softmax layers use their Jacobian $D\sigma^\top \lambda$).",
     r"\textbf{link to the chain rule:} $\lambda^{(k)} = -\partial J/\partial x^{(k)}$ and "
     r"$\delta^{(k)} = -\sigma_k'(z^{(k)}) \odot \lambda^{(k)} = \partial J/\partial z^{(k)}$.",
 ]
@@ -82,7 +82,7 @@ def _align(rows: list[str]) -> str:
 
 def latex_document(d: Derivation, report: Report) -> str:
     """A complete LaTeX document (pdflatex, amsmath) for the derivation ``d`` and its proof."""
-    s, names = d.spec, d.symbols.latex_names
+    s = d.spec
     lam_list = [v for k in d.symbols.lam for v in d.symbols.lam[k]]
     terms = sp.Add.make_args(d.lagrangian)
     lagrangian = [r"\mathcal{L} &= " + latex_of(d, terms[0])] + [
@@ -114,27 +114,22 @@ def latex_document(d: Derivation, report: Report) -> str:
         r"\section{The Lagrangian}",
         _align(lagrangian),
         "where",
-        _align(
-            [
-                f"{names[eq.lhs]} &= {sp.latex(eq.rhs, symbol_names=names)}"
-                for eq in d.preactivations
-            ]
-        ),
+        _align([f"{sp.latex(eq.lhs)} &= {sp.latex(eq.rhs)}" for eq in d.preactivations]),
         r"\section{The KKT conditions}",
         r"\subsection{$\partial\mathcal{L}/\partial\lambda = 0$ gives the forward pass}",
         _align(
             [
-                f"{dl_latex(names[lam])} &= {latex_of(d, d.stationarity[lam])} = 0 "
-                f"\\;\\Rightarrow\\; {names[eq.lhs]} = {latex_of(d, eq.rhs)}"
+                f"{dl_latex(sp.latex(lam))} &= {latex_of(d, d.stationarity[lam])} = 0 "
+                f"\\;\\Rightarrow\\; {sp.latex(eq.lhs)} = {latex_of(d, eq.rhs)}"
                 for eq, lam in zip(d.forward, lam_list)
             ]
         ),
         r"\subsection{$\partial\mathcal{L}/\partial x = 0$ gives the adjoint recursion, "
         r"from $k = N$ down}",
-        _align([f"{names[eq.lhs]} &= {latex_of(d, eq.rhs)}" for eq in d.adjoint]),
+        _align([f"{sp.latex(eq.lhs)} &= {latex_of(d, eq.rhs)}" for eq in d.adjoint]),
         r"\subsection{$\partial\mathcal{L}/\partial W$ and $\partial\mathcal{L}/\partial b$ "
         r"give the gradient}",
-        _align([f"{dl_latex(names[p])} &= {latex_of(d, g)}" for p, g in d.gradients.items()]),
+        _align([f"{dl_latex(sp.latex(p))} &= {latex_of(d, g)}" for p, g in d.gradients.items()]),
         r"\section{The backpropagation algorithm that follows}",
         r"\begin{enumerate}",
         *[rf"\item {line}" for line in ALGORITHM_TEX],

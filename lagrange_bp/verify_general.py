@@ -8,7 +8,7 @@ By induction on k = N, ..., 1 that λ^k = −∂J/∂x^k (matrix-batch form, sym
   (g3) then ∂L/∂W^k = ∂J/∂W^k and ∂L/∂b^k = ∂J/∂b^k;
   (g4) each activation record's G^k: elementwise, the abstract σ'(Z^k) ⊙ Λ^k with σ' SymPy's
        derivative of σ; softmax's index-form G_j equals its matrix lift; and each output pair's
-       G^N as the kernels print it (Λ^N substituted and simplified) equals J_σᵀ Λ^N;
+       G^N as the kernels print it (Λ^N substituted and simplified) equals Dσᵀ Λ^N;
   (g5) the generic equations instantiated at concrete sizes equal ``derive(spec)``'s, checked
        exactly in GF(p) — SymPy's matrix calculus has silent wrong-result cases (CONVENTIONS §4).
 (g1)–(g3) are exact symbolic identities with σ and ℓ undefined functions, so they hold for every
@@ -81,9 +81,10 @@ def check_base(g: GenericDerivation, specs: tuple[NetworkSpec, ...]) -> tuple[bo
     """(g1) Λ^N = −∂J/∂X^N for an abstract ℓ, then for each loss record."""
     f = g.output_index
     if sp.simplify(f["lambda"] + f["dJ"]) != 0:
-        return False, f"Λ^N_pq = {f['lambda']} but −∂J/∂X^N_pq = {-f['dJ']}"
+        return False, f"Λ^N_pq = {_shown(f['lambda'])} but −∂J/∂X^N_pq = {_shown(-f['dJ'])}"
     lines = [
-        f"∂L/∂X^N_pq = {f['condition']} = 0 gives Λ^N_pq = {f['lambda']} = −∂J/∂X^N_pq "
+        f"∂L/∂X^N_pq = {_shown(f['condition'])} = 0 gives Λ^N_pq = {_shown(f['lambda'])} "
+        "= −∂J/∂X^N_pq "
         "(ℓ abstract, summed over i = 1..n, j = 1..B)"
     ]
     for loss in _losses(specs):
@@ -100,9 +101,9 @@ def check_step(g: GenericDerivation) -> tuple[bool, str]:
     chain = _chain_rule_vjp(SIGMA_NEXT, LAYER.W_next, LAYER.X, LAYER.b_next, P_next, LAYER.X)
     derived = g.raw["adjoint"].xreplace({LAYER.Lam_next: -P_next})
     if not is_zero(derived + chain):
-        return False, f"Λ^k = {normalize(derived)} but −∂J/∂X^k = {normalize(-chain)}"
+        return False, f"Λ^k = {_shown(derived)} but −∂J/∂X^k = {_shown(-chain)}"
     return True, (
-        f"∂J/∂X^k = {normalize(chain)} (chain rule, P^{{k+1}} = ∂J/∂X^{{k+1}} = −Λ^{{k+1}})"
+        f"∂J/∂X^k = {_shown(chain)} (chain rule, P^{{k+1}} = ∂J/∂X^{{k+1}} = −Λ^{{k+1}})"
         f"\nso Λ^k = W^{{k+1}}ᵀ G^{{k+1}} = −∂J/∂X^k: by induction λ^k = −∂J/∂x^k, k = N..1"
     )
 
@@ -114,7 +115,7 @@ def check_gradients(g: GenericDerivation) -> tuple[bool, str]:
         chain = _chain_rule_vjp(SIGMA_K, LAYER.W, LAYER.X_prev, LAYER.b, P, param)
         derived = g.raw[name].xreplace({LAYER.Lam: -P})
         if not is_zero(derived - chain):
-            return False, f"∂L/∂{param} = {normalize(derived)} but ∂J/∂{param} = {normalize(chain)}"
+            return False, f"∂L/∂{param} = {_shown(derived)} but ∂J/∂{param} = {_shown(chain)}"
     return True, "∂L/∂W^k = −G^k X^{k-1}ᵀ = ∂J/∂W^k and ∂L/∂b^k = −G^k 1 = ∂J/∂b^k"
 
 
@@ -150,9 +151,7 @@ def check_vjps(g: GenericDerivation, specs: tuple[NetworkSpec, ...]) -> tuple[bo
             return False, bad
         G = act.kernel_output_vjp(loss, _Z, LAYER.X, LAYER.Y, 0)
         body = _body(G)
-        lines.append(
-            f"output {act.text} + {loss.text}: kernels' G^N = {body} = J_σᵀ Λ^N (n = 1..3)"
-        )
+        lines.append(f"output {act.text} + {loss.text}: kernels' G^N = {body} = Dσᵀ Λ^N (n = 1..3)")
     return True, "\n".join(lines)
 
 
@@ -167,6 +166,13 @@ def _with_derivative(abstract: sp.Basic, act: Activation) -> sp.Basic:
         return sp.Lambda(e.variables, act.derivative.xreplace({z: e.variables[0]}))  # type: ignore[attr-defined]
 
     return abstract.replace(lambda e: isinstance(e, sp.Lambda) and e.expr.has(SIGMA_K), concrete)
+
+
+def _shown(e: sp.Basic) -> str:
+    """An expression in the notation of the printed derivation (⊙, σ'_k(·), ∂ℓ/∂x(·, ·))."""
+    from .render_generic import matrix_form, text
+
+    return text(matrix_form(normalize(e)) if isinstance(e, sp.MatrixExpr) else e)
 
 
 def _body(G: sp.MatrixExpr) -> str:
@@ -188,7 +194,7 @@ def _pairs(specs: tuple[NetworkSpec, ...]) -> list[tuple[Activation, Loss]]:
 
 
 def _output_mismatch(act: Activation, loss: Loss, n_max: int = 3) -> str:
-    """The kernels' G^N against J_σ(Z)ᵀ Λ^N, entry by entry at n = 1..n_max (B = 1)."""
+    """The kernels' G^N against Dσ(Z)ᵀ Λ^N, entry by entry at n = 1..n_max (B = 1)."""
     for n in range(1, n_max + 1):
         z, y = sp.symbols(f"z1:{n + 1}", real=True), list(sp.symbols(f"y1:{n + 1}", real=True))
         if loss.classification:
@@ -211,7 +217,7 @@ def _output_mismatch(act: Activation, loss: Loss, n_max: int = 3) -> str:
             if sp.simplify(diff) != 0:
                 return (
                     f"output {act.text} + {loss.text}: the kernels' G^N differs from "
-                    f"J_σᵀ Λ^N at n = {n}, entry {j + 1}: {values[0][j]} vs {values[1][j]}"
+                    f"Dσᵀ Λ^N at n = {n}, entry {j + 1}: {values[0][j]} vs {values[1][j]}"
                 )
     return ""
 
@@ -376,7 +382,7 @@ def verify_general(
             ),
             (
                 "g4",
-                "each activation's G^k = J_σ(Z^k)ᵀ Λ^k, and the kernels' output G^N",
+                "each activation's G^k = Dσ(Z^k)ᵀ Λ^k, and the kernels' output G^N",
                 "exact symbolic (index form for softmax; entry by entry at small n for G^N)",
                 lambda: check_vjps(g, specs),
             ),

@@ -19,7 +19,7 @@ from lagrange_bp.generic import (
     vjp_for,
 )
 from lagrange_bp.matrices import ARG_U, ARG_V, BATCH, elementwise, entrywise
-from lagrange_bp.render_generic import matrix_form, render_generic
+from lagrange_bp.render_generic import matrix_form, render_generic, text
 from lagrange_bp.verify_general import verify_general
 
 
@@ -32,7 +32,11 @@ def test_generic_equations_are_the_textbook_ones() -> None:
     assert g.bias_gradient.rhs == normalize(-layer.G * sp.OneMatrix(BATCH, 1))
     i = g.output_index
     assert str(i["lambda"]) == "-Derivative(ℓ(X[p, q], Y[p, q]), X[p, q])/B"
-    assert str(matrix_form(output_adjoint_for(get_loss("mse")))) == "(-1/B)*(X^k - Y)"
+    assert text(matrix_form(output_adjoint_for(get_loss("mse")))) == "(1/B) (Y - X^k)"
+    assert text(matrix_form(output_adjoint_for(get_loss("cross_entropy")))) == "(1/B) (Y ⊘ X^k)"
+    sigmoid = get_activation("sigmoid").kernel_vjp(layer.Z, layer.X, layer.Lam, 0)
+    assert text(matrix_form(sigmoid)) == "X^k ⊙ (1 - X^k) ⊙ Λ^k"  # σ' = x(1 − x), no [u ↦ …]
+    assert text(matrix_form(vjp_for(get_activation("identity")))) == "Λ^k"
     tanh_vjp = sp.HadamardProduct(elementwise(1 - sp.tanh(ARG_U) ** 2, layer.Z), layer.Lam)
     assert is_zero(vjp_for(get_activation("tanh")) - tanh_vjp)
     softmax, ce = get_activation("softmax"), get_loss("cross_entropy")
@@ -53,8 +57,9 @@ def test_general_proof_holds() -> None:
     assert "by induction λ^k = −∂J/∂x^k, k = N..1" in text
     assert "3-2-3-1, relu/softplus/identity, mse: 33 entries" in text
     assert "this simplifies to -S[j]/B + y[j]/B" in text
-    assert "mse: Λ^N = −(1/B) ∂ℓ/∂x = (-1/B) (X^N - Y)" in text
-    assert "output softmax + cross_entropy: kernels' G^N = (-1/B) (X^N - Y) = J_σᵀ Λ^N" in text
+    assert "mse: Λ^N = −(1/B) ∂ℓ/∂x = (1/B) (Y - X^N)" in text
+    assert "output softmax + cross_entropy: kernels' G^N = (1/B) (Y - X^N) = Dσᵀ Λ^N" in text
+    assert "Derivative(" not in text and "Lambda(" not in text and "HadamardProduct" not in text
 
 
 def test_general_proof_of_a_custom_activation_on_width_one_layers() -> None:
@@ -89,7 +94,7 @@ def test_a_wrong_fused_output_term_fails(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(SoftmaxActivation, "kernel_output_vjp", wrong)
     report = verify_general()
     assert not report.steps[3].ok
-    assert "output softmax + mse: the kernels' G^N differs from J_σᵀ Λ^N" in report.steps[3].detail
+    assert "output softmax + mse: the kernels' G^N differs from Dσᵀ Λ^N" in report.steps[3].detail
 
 
 def test_a_wrong_adjoint_fails_the_induction_step() -> None:
@@ -112,11 +117,12 @@ def test_general_rendering(fmt: str) -> None:
         assert r"\Lambda^{(k)} &= {W^{(k+1)}}^{\top} G^{(k+1)}" in out
         assert r"\sigma'_k\left(Z^{(k)}\right) \odot \Lambda^{(k)}" in out
         assert (
-            r"\frac{\partial \mathcal{L}}{\partial W^{(k)}} &= - G^{(k)} {X^{(k-1)}}^{\top}" in out
+            r"\frac{\partial \mathcal{L}}{\partial W^{(k)}} &= -G^{(k)} {X^{(k-1)}}^{\top}" in out
         )
-        assert out.count(r"\begin{align*}") == out.count(r"\end{align*}") == 5
+        assert "mapsto" not in out and r"\text{cross\_entropy}" in out and r"\ell" in out
+        assert out.count(r"\begin{align*}") == out.count(r"\end{align*}") == 6
         if fmt == "markdown":
-            assert out.count("$$") == 10 and "### 1. ∂L/∂Λ^k = 0 gives the forward pass" in out
+            assert out.count("$$") == 12 and "### 1. ∂L/∂Λ^k = 0 gives the forward pass" in out
     with pytest.raises(ValueError, match="unknown format 'pdf'"):
         render_generic("pdf")
 
@@ -168,6 +174,6 @@ def test_latex_at_another_layer() -> None:
         r"\sigma'_{k+1}\left(Z^{(k+1)}\right) \odot \Lambda^{(k+1)}"
     )
     mse = matrix_form(output_adjoint_for(get_loss("mse")))
-    assert latex(mse, layer="N") == r"- \frac{1}{B} \left(X^{(N)} - Y\right)"
+    assert latex(mse, layer="N") == r"\frac{1}{B} \left(Y - X^{(N)}\right)"
     with pytest.raises(ValueError, match="layer must be 'k', 'k\\+1' or 'N'"):
         latex(g.forward.rhs, layer="j")

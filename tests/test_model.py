@@ -180,7 +180,7 @@ def test_source_and_equations_are_inspectable() -> None:
     assert "-1.0" not in src and "np.negative" not in src  # signs folded: W ← W + η G^T X
     labels = [label for label, _ in model.equations()]
     assert "W^1 ← W^1 − η ∂L/∂W^1" in labels
-    assert any(label.startswith("G^2 = J_σ(Z^2)ᵀ Λ^2 with Λ^2 substituted") for label in labels)
+    assert any(label.startswith("G^2 = Dσ(Z^2)ᵀ Λ^2 with Λ^2 substituted") for label in labels)
     with pytest.raises(ValueError, match="unknown kernel 'backward'; known: forward, adjoint"):
         model.source("backward")
 
