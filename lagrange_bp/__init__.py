@@ -2,12 +2,15 @@
 
 from .checkpoint import CheckpointError
 from .functions import ACTIVATIONS, LOSSES
+from .generic import GenericDerivation
+from .generic import derive_generic as derive_general
 from .kkt import Derivation, derive
 from .model import Model, compile
 from .rules import RuleReport, check_rule
 from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
 from .train import TrainingDiverged, TrainResult, evaluate, train
 from .verify import Report, Step, verify
+from .verify_general import verify_general
 
 __all__ = [
     "ACTIVATIONS",
@@ -15,6 +18,7 @@ __all__ = [
     "MAX_EXACT_WEIGHTS",
     "CheckpointError",
     "Derivation",
+    "GenericDerivation",
     "Model",
     "NetworkSpec",
     "Report",
@@ -25,8 +29,10 @@ __all__ = [
     "check_rule",
     "compile",
     "derive",
+    "derive_general",
     "evaluate",
     "train",
     "verify",
+    "verify_general",
 ]
 __version__ = "0.1.0"

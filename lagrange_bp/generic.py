@@ -131,6 +131,21 @@ class GenericDerivation:
     output_index: dict[str, sp.Expr] = field(default_factory=dict)
     softmax_index: dict[str, sp.Expr] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        from .display import general_repr
+
+        return general_repr(self)
+
+    def _repr_markdown_(self) -> str:
+        from .display import general_markdown
+
+        return general_markdown(self)
+
+    def _repr_latex_(self) -> str:
+        from .display import general_latex
+
+        return general_latex(self)
+
 
 def constraint(
     Lam: MatrixSymbol, X: MatrixSymbol, sigma: object, Z: sp.MatrixExpr

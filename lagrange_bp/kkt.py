@@ -48,6 +48,21 @@ class Derivation:
     gradients: dict[sp.Symbol, sp.Expr]  # ∂L/∂W^k_ij, ∂L/∂b^k_i
     seconds: float
 
+    def __repr__(self) -> str:
+        from .display import derivation_repr
+
+        return derivation_repr(self)
+
+    def _repr_markdown_(self) -> str:
+        from .display import derivation_markdown
+
+        return derivation_markdown(self)
+
+    def _repr_latex_(self) -> str:
+        from .display import derivation_latex
+
+        return derivation_latex(self)
+
     def param_symbols(self) -> list[sp.Symbol]:
         """All W and b entries, layer by layer, W before b, row-major."""
         out: list[sp.Symbol] = []

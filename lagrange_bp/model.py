@@ -35,6 +35,12 @@ class Model:
         self.kernels, self._shapes = build_kernels(spec)
         self._buffers: dict[tuple[str, int], tuple[np.ndarray, ...]] = {}
 
+    def __repr__(self) -> str:
+        return (
+            f"<Model {self.spec.describe()}, {self.dtype}, {self.spec.n_params:,} parameters; "
+            f"kernels {', '.join(self.kernels)}>"
+        )
+
     # --- generated code --------------------------------------------------------------------
     def source(self, kernel: str = "sgd_step") -> str:
         """The generated Python source of a kernel: forward, adjoint, loss_and_grad, sgd_step."""

@@ -14,6 +14,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
+from .display import tex_text
 from .functions import ACTIVATIONS, LOSSES, Activation, get_activation, get_loss
 from .generic import (
     LAYER,
@@ -372,9 +373,8 @@ Note = tuple[str, str]  # (text, LaTeX) of the words beside an equation
 
 
 def _words(text: str) -> Note:
-    """Plain words as text and as LaTeX text (the characters LaTeX acts on escaped)."""
-    escaped = "".join("\\" + c if c in "_&%$#{}" else c for c in text)
-    return text, rf"\text{{{escaped}}}"
+    """Plain words as text and as LaTeX (``tex_text``: right in LaTeX and in MathJax)."""
+    return text, tex_text(text)
 
 
 def sections(g: GenericDerivation) -> list[tuple[str, list[tuple[str, sp.Basic, Note]]]]:
@@ -531,7 +531,7 @@ def _vjp_note(act: Activation) -> Note:
         return text, tex
     return (
         f"{text}, σ' in X^k = σ(Z^k)",
-        rf"{tex[:-1]}, }} \sigma' \text{{ in }} X^{{(k)}} = \sigma\left(Z^{{(k)}}\right)",
+        rf"{tex}\text{{, }} \sigma' \text{{ in }} X^{{(k)}} = \sigma\left(Z^{{(k)}}\right)",
     )
 
 

@@ -94,6 +94,21 @@ class RuleReport:
     skipped: list[str] = field(default_factory=list)
     counterexample: str = ""
 
+    def __repr__(self) -> str:
+        from .display import rule_repr
+
+        return rule_repr(self)
+
+    def _repr_markdown_(self) -> str:
+        from .display import rule_markdown
+
+        return rule_markdown(self)
+
+    def _repr_latex_(self) -> str:
+        from .display import rule_latex
+
+        return rule_latex(self)
+
     def __str__(self) -> str:
         head = (
             f"rule {self.rule!r} for {self.spec.describe()}: "

@@ -83,6 +83,27 @@ class Report:
             ],
         }
 
+    def summary(self) -> str:
+        """Two lines: the verdict and time, then each step ✓ (or the failed steps' claims)."""
+        from .display import report_summary
+
+        return report_summary(self)
+
+    def __repr__(self) -> str:
+        from .display import report_repr
+
+        return report_repr(self)
+
+    def _repr_markdown_(self) -> str:
+        from .display import report_markdown
+
+        return report_markdown(self)
+
+    def _repr_latex_(self) -> str:
+        from .display import report_latex
+
+        return report_latex(self)
+
     def __str__(self) -> str:
         verdict = "PROVEN" if self.ok else "NOT PROVEN"
         lines = [

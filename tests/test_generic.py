@@ -119,7 +119,7 @@ def test_general_rendering(fmt: str) -> None:
         assert (
             r"\frac{\partial \mathcal{L}}{\partial W^{(k)}} &= -G^{(k)} {X^{(k-1)}}^{\top}" in out
         )
-        assert "mapsto" not in out and r"\text{cross\_entropy}" in out and r"\ell" in out
+        assert "mapsto" not in out and r"\text{cross}\_\text{entropy}" in out and r"\ell" in out
         assert out.count(r"\begin{align*}") == out.count(r"\end{align*}") == 6
         if fmt == "markdown":
             assert out.count("$$") == 12 and "### 1. ∂L/∂Λ^k = 0 gives the forward pass" in out
