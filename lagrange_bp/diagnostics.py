@@ -21,23 +21,41 @@ def kkt_residuals(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) ->
     Correct for every activation and loss, custom ones included: the residuals are computed by
     ``reference`` from the records' definitions, not from the kernels' formulas. Where the
     exact λ^N is infinite (y/x with a softmax output that underflowed to 0), entries that are
-    not finite on either side are left out.
+    not finite on either side are left out. ``forward_relative`` and ``adjoint_relative``
+    divide each residual by the largest term it compares, so that float64's rounding unit ε is
+    their yardstick (the absolute residuals scale with the states and with λ ~ 1/B).
     """
     spec = model.spec
     lams = model.adjoint(params, X, Y)
     zs, xs = reference.forward(params, spec.activations, np.asarray(X, float))
     n, B = spec.depth, len(X)
-    forward = float(np.max(np.abs(model.forward(params, X) - xs[n])))
+    out = model.forward(params, X)
+    forward = float(np.max(np.abs(out - xs[n])))
     with np.errstate(divide="ignore", invalid="ignore"):
         _, df = reference.loss_terms(spec.loss, xs[n], Y)
-    gaps = [lams[n - 1] + df / B]  # ∂L/∂x^N = (1/B) ∂ℓ/∂x + λ^N
+    pairs = [(lams[n - 1], -df / B)]  # ∂L/∂x^N = λ^N + (1/B) ∂ℓ/∂x = 0
     for k in range(1, n):  # ∂L/∂x^k = λ^k − W^{k+1ᵀ} Dσ(z^{k+1})ᵀ λ^{k+1}, samples as rows
         G = reference.vjp(spec.activations[k], zs[k + 1], xs[k + 1], lams[k])
-        gaps.append(lams[k - 1] - G @ params[k][0])
-    adjoint = max(float(np.max(np.abs(gap[np.isfinite(gap)]), initial=0.0)) for gap in gaps)
+        pairs.append((lams[k - 1], G @ params[k][0]))
+    adjoint = relative = 0.0
+    for lam, solved in pairs:
+        gap = lam - solved
+        ok = np.isfinite(gap)
+        if ok.any():
+            size = max(float(np.max(np.abs(lam[ok]))), float(np.max(np.abs(solved[ok]))))
+            worst = float(np.max(np.abs(gap[ok])))
+            adjoint = max(adjoint, worst)
+            relative = max(relative, worst / size if size > 0 else 0.0)
     _, grads = model.loss_and_grad(params, X, Y)
     gradient = float(np.sqrt(sum(np.sum(gW**2) + np.sum(gb**2) for gW, gb in grads)))
-    return {"forward": forward, "adjoint": adjoint, "gradient": gradient}
+    scale = max(float(np.max(np.abs(out))), float(np.max(np.abs(xs[n]))))
+    return {
+        "forward": forward,
+        "adjoint": adjoint,
+        "gradient": gradient,
+        "forward_relative": forward / scale if scale > 0 else 0.0,
+        "adjoint_relative": relative,
+    }
 
 
 def finite_difference_gradient(

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
+from typing import TYPE_CHECKING
 
 import sympy as sp
 from sympy import HadamardProduct, Lambda, MatMul, MatrixSymbol, OneMatrix, Trace
 
 from .functions import Activation, Loss
 from .matrices import ARG_U, ARG_V, BATCH, elementwise, entrywise
+
+if TYPE_CHECKING:
+    from .conditions import Condition, Typeset
 
 N_PREV, N_K, N_NEXT = sp.symbols("n_{k-1} n_k n_{k+1}", integer=True, positive=True)
 
@@ -130,6 +134,8 @@ class GenericDerivation:
     raw: dict[str, sp.Expr] = field(default_factory=dict)  # derived before naming G
     output_index: dict[str, sp.Expr] = field(default_factory=dict)
     softmax_index: dict[str, sp.Expr] = field(default_factory=dict)
+    #: ∂L/∂v as derived, before it is set to 0 and solved: v = Λ^k, X^k (k < N), X^N
+    stationarity: dict[str, sp.Basic] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         from .display import general_repr
@@ -145,6 +151,36 @@ class GenericDerivation:
         from .display import general_latex
 
         return general_latex(self)
+
+    def problem(self, loss: str | Loss = "mse") -> Typeset:
+        """The batch training problem with ℓ defined (``conditions.problem``)."""
+        from .conditions import problem
+
+        return problem(loss)
+
+    def lagrangian(self) -> Typeset:
+        """L per sample and in batch form (``conditions.lagrangian``)."""
+        from .conditions import lagrangian
+
+        return lagrangian()
+
+    def conditions(self, loss: str | Loss | None = None) -> list[Condition]:
+        """Each stationarity condition as an equation = 0, then solved (``conditions``)."""
+        from .conditions import conditions
+
+        return conditions(self, loss)
+
+    def activations(self) -> Typeset:
+        """G^k = Dσ(Z^k)ᵀ Λ^k for each built-in activation (``conditions.activations``)."""
+        from .conditions import activations
+
+        return activations(self)
+
+    def algorithm(self) -> Typeset:
+        """The backpropagation algorithm the conditions give (``conditions.algorithm``)."""
+        from .conditions import algorithm
+
+        return algorithm()
 
 
 def constraint(
@@ -162,8 +198,9 @@ def derive_generic() -> GenericDerivation:
         constraint(s.Lam, s.X, SIGMA_K, s.Z)
         + constraint(s.Lam_next, s.X_next, SIGMA_NEXT, s.Z_next)
     )
-    forward_rhs = normalize(s.X - L.diff(s.Lam))  # ∂L/∂Λ^k = X^k − σ_k(Z^k)
-    adjoint_raw = solve_identity(normalize(L.diff(s.X)), s.Lam)
+    d_lam, d_x = normalize(L.diff(s.Lam)), normalize(L.diff(s.X))
+    forward_rhs = normalize(s.X - d_lam)  # ∂L/∂Λ^k = X^k − σ_k(Z^k)
+    adjoint_raw = solve_identity(d_x, s.Lam)
     dW_raw, db_raw = normalize(L.diff(s.W)), normalize(L.diff(s.b))
     H_next, H = find_hadamard(adjoint_raw, s.Lam_next), find_hadamard(dW_raw, s.Lam)
     adjoint = adjoint_raw.xreplace({H_next: s.G_next})
@@ -184,7 +221,20 @@ def derive_generic() -> GenericDerivation:
         raw={"adjoint": adjoint_raw, "weight_gradient": dW_raw, "bias_gradient": db_raw},
         output_index=index,
         softmax_index=softmax_index_form(),
+        stationarity={"Λ^k": d_lam, "X^k": d_x, "X^N": _output_condition(index["condition"])},
     )
+
+
+def _output_condition(condition: sp.Expr) -> sp.MatrixExpr:
+    """∂L/∂X^N_pq = Λ^N_pq + (1/B) ∂ℓ/∂x (X_pq, Y_pq), derived in index form, as the matrix
+    Λ^N + (1/B) ∂ℓ/∂x (X^N, Y) (entrywise); raises if the multiplier's coefficient is not 1."""
+    _, _, _, p, q = _indices()
+    X, Y, Lam = (sp.IndexedBase(name) for name in ("X", "Y", "Λ"))
+    rest = sp.expand(condition - Lam[p, q])
+    if rest.has(Lam[p, q]):
+        raise ArithmeticError(f"∂L/∂X^N is not Λ^N plus a term of X^N and Y: {condition}")
+    body = rest.subs({X[p, q]: ARG_U, Y[p, q]: ARG_V}).doit()
+    return LAYER.Lam + entrywise(body, LAYER.X, LAYER.Y)
 
 
 def _indices() -> tuple[sp.Symbol, ...]:
