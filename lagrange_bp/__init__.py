@@ -1,9 +1,11 @@
 """lagrange_bp: backpropagation derived from the Lagrangian of a multilayer perceptron."""
 
+from . import grading
 from .checkpoint import CheckpointError
 from .functions import ACTIVATIONS, LOSSES
 from .generic import GenericDerivation
 from .generic import derive_generic as derive_general
+from .grading import Grade, grade
 from .kkt import Derivation, derive
 from .model import Model, compile
 from .rules import RuleReport, check_rule
@@ -19,6 +21,7 @@ __all__ = [
     "CheckpointError",
     "Derivation",
     "GenericDerivation",
+    "Grade",
     "Model",
     "NetworkSpec",
     "Report",
@@ -31,6 +34,8 @@ __all__ = [
     "derive",
     "derive_general",
     "evaluate",
+    "grade",
+    "grading",
     "train",
     "verify",
     "verify_general",

@@ -8,9 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,12 +25,15 @@ from .cli_train import (
 from .datasets import load
 from .diagnostics import reference_gradient_gap
 from .functions import ACTIVATIONS, LOSSES
+from .generic import derive_generic as derive_general
+from .grading import LAYOUTS, NoVerdict, SubmissionError, finish, grade, judge, plan, start
+from .grading import report as rule_report
 from .kkt import derive
 from .model import Model
 from .render import FORMATS, render
 from .render_generic import render_generic
-from .report_doc import latex_document, markdown_page
-from .rules import RULES
+from .report_doc import general_document, latex_document, markdown_page
+from .rules import ARGUMENTS, RULES
 from .safe_io import one_line, printable, shown, unicode_safe
 from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
 from .train import evaluate, train
@@ -55,7 +56,7 @@ def _widths(text: str) -> list[int]:
         ) from None
 
 
-def _add_spec_args(p: argparse.ArgumentParser) -> None:
+def _add_network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--widths", type=_widths, default=None, help="layer widths n_0,...,n_N (default 2,3,1)"
     )
@@ -67,6 +68,10 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
         f"known: {', '.join(ACTIVATIONS)} (default sigmoid)",
     )
     p.add_argument("--loss", default=None, help=f"one of {', '.join(LOSSES)} (default mse)")
+
+
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    _add_network_args(p)
     p.add_argument(
         "--general",
         action="store_true",
@@ -113,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="text")
     p.add_argument(
         "--output",
-        help="write to this file instead of printing; with latex a complete document, with "
-        "markdown a web page, each with the proof summary",
+        help="write to this file instead of printing; with latex a complete document "
+        "(pdflatex), with markdown a page: the batch problem, the Lagrangian, every KKT "
+        "condition, the matrix form, the algorithm, a worked example with numbers and the "
+        "proof in full (with --general: the generic layer and the general proof)",
     )
     p = sub.add_parser("verify", help="prove the derived equations are backpropagation")
     _add_spec_args(p)
@@ -132,16 +139,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    rule_arguments = "; ".join(f"{rule}({args})" for rule, args in ARGUMENTS.items())
     p = sub.add_parser(
         "check",
-        help="check your own derived rule (imports and runs YOUR Python file)",
+        help="check your own derived rule (runs YOUR Python file in a separate process)",
         description="Check a rule you derived against the KKT equations. --candidate "
-        "FILE.py:NAME imports FILE.py and calls NAME with keyword arguments (NumPy arrays, "
-        "rows = samples): this runs your code, on your machine, as any import does.",
+        "FILE.py:NAME imports FILE.py in a separate process and calls NAME with keyword "
+        "arguments, NumPy arrays with samples as rows (--layout columns: as columns); the "
+        "verdict, and the kind of slip when it is wrong, are decided outside that process. "
+        f"Arguments of each rule: {rule_arguments}. sigma and dsigma are the layer's σ and σ' "
+        "as NumPy functions.",
     )
     p.add_argument("--rule", required=True, choices=RULES)
     p.add_argument("--candidate", required=True, help="FILE.py:FUNCTION, your rule")
+    _add_layout_args(p)
     _add_spec_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser(
+        "grade",
+        help="grade a submission: its five rules, each in a separate process, with partial credit",
+        description="Grade SUBMISSION.py, a file defining functions named after the rules "
+        f"({rule_arguments}), each run in a separate process with a time and a memory limit. "
+        "Prints a verdict per rule (the kind of slip and a hint when it is wrong), the first "
+        "wrong step and the score; --json for course tooling. Exit status 0 when every rule "
+        "is right, 1 otherwise.",
+    )
+    p.add_argument("submission", help="the student's .py file")
+    _add_layout_args(p)
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds each rule may run (default 10)"
+    )
+    p.add_argument("--json", action="store_true", help="print the grade as JSON")
+    _add_network_args(p)
     p.add_argument("--seed", type=int, default=0)
     add_train_parser(sub)
     sub.add_parser(
@@ -168,7 +197,16 @@ def cmd_derive(args: argparse.Namespace) -> int:
             raise BadInput(
                 "--general derives the generic layer: drop --widths/--activations/--loss"
             )
-        print(render_generic(args.format), end="")
+        if not args.output:
+            print(render_generic(args.format), end="")
+            return 0
+        if args.format == "text":
+            page = render_generic("text")
+        else:
+            report = verify_general()
+            page = general_document(args.format, derive_general(), report)
+        _write(args.output, page)
+        print(f"{args.format} derivation of the generic layer written to {printable(args.output)}")
         return 0
     spec, limit = _spec(args)
     d = derive(spec, max_weights=limit)
@@ -180,13 +218,18 @@ def cmd_derive(args: argparse.Namespace) -> int:
         page = latex_document(d, report) if args.format == "latex" else markdown_page(d, report)
     else:
         page = render(d, args.format) + "\n"
-    try:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(page)
-    except OSError as exc:
-        raise BadInput(f"cannot write --output {shown(args.output)}: {exc.strerror}") from None
+    _write(args.output, page)
     print(f"{args.format} derivation of {spec.describe()} written to {printable(args.output)}")
     return 0
+
+
+def _write(path: str, page: str) -> None:
+    """Write --output; a path that cannot be written is bad input, said in one line."""
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(page)
+    except OSError as exc:
+        raise BadInput(f"cannot write --output {shown(path)}: {exc.strerror}") from None
 
 
 def report_json(report: Report) -> str:
@@ -273,9 +316,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 CHECK_TIMEOUT = 600  # seconds a candidate may take
 
 
+def _add_layout_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="rows",
+        help="samples as rows (default, as the NumPy model) or as columns (Z = W X + b 1ᵀ)",
+    )
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    """Run the candidate in its own process (``check_worker``): nothing it does can fake a
-    verdict; a process that ends without one is a WRONG rule, never exit status 0."""
+    """Run the candidate in its own process (``grade_worker``), which returns only arrays: the
+    verdict is decided here, and a process that ends without results is a WRONG rule."""
     if args.general:
         raise BadInput("check works at concrete sizes (--widths); --general does not apply")
     args.max_weights = 0  # check compiles the network; no exact derivation, so no size limit
@@ -285,38 +337,39 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise BadInput(f"--candidate must be FILE.py:FUNCTION, got {shown(args.candidate)}")
     if not os.path.isfile(path):
         raise BadInput(f"--candidate: file {shown(path)} does not exist")
-    request = {
-        "widths": list(spec.widths),
-        "activations": list(spec.activations),
-        "loss": spec.loss,
-        "rule": args.rule,
-        "candidate": args.candidate,
-        "seed": args.seed,
-    }
-    with tempfile.TemporaryDirectory(prefix="lagrange-bp-check-") as tmp:
-        ask, answer = Path(tmp) / "request.json", Path(tmp) / "result.json"
-        ask.write_text(json.dumps(request), encoding="utf-8")
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", "lagrange_bp.check_worker", str(ask), str(answer)],
-                capture_output=True,
-                text=True,
-                timeout=CHECK_TIMEOUT,
-                check=False,
-            )
-            outcome = json.loads(answer.read_text(encoding="utf-8")) if answer.exists() else None
-            why = f"it ended the checking process (exit status {done.returncode})"
-        except subprocess.TimeoutExpired:
-            outcome, why = None, f"it did not finish within {CHECK_TIMEOUT} s"
-        except json.JSONDecodeError:
-            outcome, why = None, "its process left an unreadable verdict"
-    if outcome is not None and "error" in outcome:
-        raise BadInput(str(outcome["error"]))
-    if outcome is None:
-        print(f"rule {args.rule!r} for {spec.describe()}: WRONG (no verdict: {why})")
+    try:
+        calls, skipped = plan(spec, args.rule, args.seed, args.layout)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    job = start(Path(path), name, calls, memory_mb=4096)
+    try:
+        outcomes = finish(job, CHECK_TIMEOUT, len(calls))
+    except SubmissionError as exc:
+        if str(exc) == "missing":
+            raise BadInput(f"--candidate: {shown(path)} has no function {shown(name)}") from None
+        raise BadInput(f"--candidate: importing {shown(path)} failed: {shown(str(exc))}") from None
+    except NoVerdict as exc:
+        print(f"rule {args.rule!r} for {spec.describe()}: WRONG (no verdict: {exc})")
         return 1
-    print(outcome["text"])
-    return 0 if outcome["ok"] is True else 1
+    rep = rule_report(spec, args.rule, args.layout, judge(args.rule, calls, outcomes), skipped)
+    print(rep)
+    return 0 if rep.ok else 1
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    """Grade a submission's five rules (``grading.grade``); exit 0 only when all are right."""
+    args.general, args.compiled, args.max_weights = False, False, 0
+    spec, _ = _spec(args)
+    if not os.path.isfile(args.submission) or not args.submission.endswith(".py"):
+        raise BadInput(f"submission must be an existing .py file, got {shown(args.submission)}")
+    try:
+        result = grade(
+            spec, args.submission, timeout=args.timeout, layout=args.layout, seed=args.seed
+        )
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    print(result.to_json() if args.json else result)
+    return 0 if result.score == result.max_score else 1
 
 
 def _first_line(report: Report) -> str:
@@ -341,6 +394,7 @@ def _main(argv: Sequence[str] | None) -> int:
             "verify": cmd_verify,
             "demo": cmd_demo,
             "check": cmd_check,
+            "grade": cmd_grade,
             "train": cmd_train,
             "evaluate": cmd_evaluate,
         }

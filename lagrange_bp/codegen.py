@@ -487,10 +487,10 @@ def compile_source(name: str, source: str) -> Callable[..., Any]:
     return fn
 
 
-def numpy_function(expr: sp.MatrixExpr, args: tuple[sp.MatrixSymbol, ...]) -> Callable[..., Any]:
-    """expr(args) as a NumPy function of 2-D arrays of one shape (B, n), printed by
-    ``KernelPrinter``: what the kernels would run. Used to probe users' expressions and to
-    give ``check_rule`` candidates the layer's σ and σ'."""
+def numpy_source(expr: sp.MatrixExpr, args: tuple[sp.MatrixSymbol, ...]) -> str:
+    """The source of ``numpy_function``: expr(args) for 2-D arrays of one shape (B, n), printed
+    by ``KernelPrinter`` — what the kernels would run. It needs only ``np``, ``scipy`` and
+    ``math`` (``grade_worker`` runs it without the package)."""
     buffers = Buffers()
     names = [f"a{i}" for i in range(len(args))]
     printer = KernelPrinter(dict(zip(args, names)), buffers, {})
@@ -506,4 +506,10 @@ def numpy_function(expr: sp.MatrixExpr, args: tuple[sp.MatrixSymbol, ...]) -> Ca
         *[f"    {line}" for line in body],
         "    return out",
     ]
-    return compile_source("numpy_function", "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def numpy_function(expr: sp.MatrixExpr, args: tuple[sp.MatrixSymbol, ...]) -> Callable[..., Any]:
+    """expr(args) as a NumPy function of 2-D arrays of one shape (B, n) (``numpy_source``).
+    Used to probe users' expressions and to give ``check_rule`` candidates σ and σ'."""
+    return compile_source("numpy_function", numpy_source(expr, args))

@@ -77,6 +77,12 @@ def _script(text: str, i: int) -> tuple[str, int] | None:
     return None
 
 
+def script_token(text: str, i: int) -> tuple[str, int] | None:
+    """(token, end) of the shorthand super- or subscript at text[i] (``^`` or ``_``), or None:
+    what ``tex_text`` raises or lowers, for other writers of the same shorthand."""
+    return _script(text, i)
+
+
 def markdown_text(text: str) -> str:
     """Text for Markdown prose or a table cell: every character Markdown or HTML could act on
     is escaped (an expression such as z*tanh(z)*z shows as written)."""

@@ -7,10 +7,13 @@ x^1[2] = tanh(z^1[2]) instead of repeating every weighted sum.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import sympy as sp
+from sympy.printing.latex import LatexPrinter
 
 from .kkt import Derivation
+from .primitives import softmax
 
 FORMATS = ("text", "latex", "json", "markdown")
 
@@ -200,3 +203,122 @@ def render(d: Derivation, fmt: str = "text") -> str:
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     fns = {"text": to_text, "latex": to_latex, "json": to_json, "markdown": to_markdown}
     return fns[fmt](d)
+
+
+# --- display forms of the printable derivation (report_doc) ----------------------------------
+# A derived gradient such as x λ (x² − 1) reads like a sign slip next to −x λ (1 − x²); these
+# rewrites only move signs: each sum is written with its constant positive (1 − x²), and the
+# signs are gathered in front, so a gradient reads −(G x) and an adjoint W (x λ (1 − x) − …).
+# ``signed_form`` checks with SymPy that the shown expression equals the derived one.
+
+
+def _flip(e: sp.Expr) -> sp.Expr:
+    """−e, with the sign taken into a power's base: (x − y)³ becomes (y − x)³."""
+    return sp.Pow(-e.base, e.exp) if e.is_Pow else -e
+
+
+def _orient(e: sp.Expr, prefer_negative: bool) -> tuple[bool, sp.Expr, bool]:
+    """(negative, body, flexible) with e = −body when negative, else body. A sum with a
+    constant term takes the sign that makes the constant positive (1 − x², not x² − 1); one
+    whose terms all have one sign takes that sign; a mixed one (a − b) is flexible: its sign
+    can go either way, and the preferred one is taken."""
+    if e.is_Number:
+        return bool(e < 0), abs(e), False
+    if e.is_Add:
+        return _orient_sum(e, prefer_negative)
+    if e.is_Mul:
+        return _orient_product(e, prefer_negative)
+    if e.is_Pow and e.base.is_Add and e.exp.is_Integer:
+        negative, base, flexible = _orient(e.base, False)
+        if e.exp % 2 == 0:
+            return False, sp.Pow(base, e.exp), False
+        return negative, sp.Pow(base, e.exp), flexible
+    return False, e, False
+
+
+def _orient_sum(e: sp.Expr, prefer_negative: bool) -> tuple[bool, sp.Expr, bool]:
+    parts = [_orient(t, False) for t in e.args]
+    constant = e.as_coeff_Add()[0]
+    minus = sum(n for n, _, _ in parts)
+    flexible = constant == 0 and 0 < minus < len(parts)
+    if constant != 0:
+        negative = bool(constant < 0)
+    else:
+        negative = prefer_negative if flexible else minus == len(parts)
+    return negative, sp.Add(*[-b if n != negative else b for n, b, _ in parts]), flexible
+
+
+def _orient_product(e: sp.Expr, prefer_negative: bool) -> tuple[bool, sp.Expr, bool]:
+    coeff, factors = e.as_coeff_mul()
+    negative = bool(coeff < 0)
+    out: list[sp.Expr] = []
+    flexible: list[int] = []
+    for f in factors:
+        n, body, flex = _orient(f, False)
+        negative ^= n
+        if flex:
+            flexible.append(len(out))
+        out.append(body)
+    if negative != prefer_negative and flexible:
+        i = flexible.pop(0)
+        out[i] = _flip(out[i])
+        negative = not negative
+    return negative, abs(coeff) * sp.Mul(*out), bool(flexible)
+
+
+def signed_form(expr: sp.Expr, prefer_negative: bool = False) -> tuple[bool, sp.Expr]:
+    """(negative, body) with expr = −body when negative, else body, every sum in body oriented
+    as above. ``prefer_negative`` shows a − b as −(b − a) (a gradient reads as −(G x)).
+    Raises ``ArithmeticError`` if the rewrite changed the value (it only moves signs)."""
+    negative, body, _ = _orient(expr, prefer_negative)
+    if sp.expand((-body if negative else body) - expr) != 0:
+        raise ArithmeticError(f"display rewrite of {expr} is not equal to it: {body}")
+    return negative, body
+
+
+class DocLatexPrinter(LatexPrinter):
+    """LaTeX of a concrete derivation for the printable document: each sum's positive terms
+    first (y − x, not −x + y), and softmax_i of a whole layer's pre-activations written
+    softmax_i(z^{(k)}) instead of listing the n_k entries."""
+
+    def __init__(self, d: Derivation) -> None:
+        super().__init__()
+        self._vectors = {tuple(d.symbols.z[k]): k for k in d.symbols.z}
+
+    def _as_ordered_terms(self, expr: sp.Expr, order: str | None = None) -> list[sp.Expr]:
+        terms = list(super()._as_ordered_terms(expr, order=order))
+        if isinstance(expr, sp.Add):
+            terms.sort(key=lambda t: bool(t.could_extract_minus_sign()))
+        return terms
+
+    def _print(self, expr: object, **kwargs: Any) -> str:
+        if isinstance(expr, softmax) and tuple(expr.args[1:]) in self._vectors:
+            k = self._vectors[tuple(expr.args[1:])]
+            return rf"\operatorname{{softmax}}_{{{expr.args[0]}}}\left(z^{{({k})}}\right)"
+        return str(super()._print(expr, **kwargs))
+
+
+_PRINTERS: list[tuple[Derivation, DocLatexPrinter]] = []  # the last few, for a document's
+# tens of thousands of formulas (building one reads every z^{(k)} entry)
+
+
+def _printer(d: Derivation) -> DocLatexPrinter:
+    for known, printer in _PRINTERS:
+        if known is d:
+            return printer
+    _PRINTERS.insert(0, (d, DocLatexPrinter(d)))
+    del _PRINTERS[4:]
+    return _PRINTERS[0][1]
+
+
+def doc_latex(d: Derivation, expr: sp.Expr, shorten: bool = True) -> str:
+    """An expression of ``d`` as the document shows it: pre-activations as z^{(k)}_i
+    (``shorten=False`` for one already written so), positive terms first."""
+    return str(_printer(d).doprint(_short(d, expr) if shorten else expr))
+
+
+def doc_signed_form(
+    d: Derivation, expr: sp.Expr, prefer_negative: bool = False
+) -> tuple[bool, sp.Expr]:
+    """``signed_form`` of ``expr`` with its pre-activations written z^{(k)}_i."""
+    return signed_form(_short(d, expr), prefer_negative)

@@ -15,7 +15,7 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
 from .display import tex_text
-from .functions import ACTIVATIONS, LOSSES, Activation, get_activation, get_loss
+from .functions import ACTIVATIONS, LOSSES, Activation, Loss, get_activation, get_loss
 from .generic import (
     LAYER,
     N_K,
@@ -381,10 +381,8 @@ def sections(g: GenericDerivation) -> list[tuple[str, list[tuple[str, sp.Basic, 
     """(title, [(lhs, rhs, note)]) in derivation order; notes are (text, LaTeX) words."""
     acts = [get_activation(a) for a in ACTIVATIONS]
     losses = [get_loss(lo) for lo in LOSSES]
-    vjps = [("G^k", matrix_form(_display_vjp(a)), _vjp_note(a)) for a in acts]
-    fused = [
-        (a, lo) for a in acts for lo in losses if lo.requires_output == a.key and lo.classification
-    ]
+    vjps = [vjp_row(a) for a in acts]
+    fused = [(a, lo) for a in acts for lo in losses if fuses(a, lo)]
     none: Note = ("", "")
     return [
         (
@@ -419,19 +417,38 @@ def sections(g: GenericDerivation) -> list[tuple[str, list[tuple[str, sp.Basic, 
             "G^k = Dσ(Z^k)ᵀ Λ^k for each activation (Dσ: the Jacobian of σ)",
             [
                 *vjps,
-                *[
-                    (
-                        "G^N",
-                        matrix_form(a.kernel_output_vjp(lo, LAYER.Z, LAYER.X, LAYER.Y, 0)).xreplace(
-                            OUTPUT
-                        ),
-                        _words(f"{a.text} and {lo.text}, each column of Y sums to 1"),
-                    )
-                    for a, lo in fused
-                ],
+                *[fused_row(a, lo) for a, lo in fused],
             ],
         ),
     ]
+
+
+Row = tuple[str, sp.Basic, Note]
+
+
+def vjp_row(act: Activation) -> Row:
+    """("G^k", G^k = Dσ(Z^k)ᵀ Λ^k as the kernels compute it, the activation's name)."""
+    return "G^k", matrix_form(_display_vjp(act)), _vjp_note(act)
+
+
+def fuses(act: Activation, loss: Loss) -> bool:
+    """Whether the output pair has a simplified G^N (softmax with cross-entropy)."""
+    return loss.requires_output == act.key and loss.classification
+
+
+def fused_row(act: Activation, loss: Loss) -> Row:
+    """("G^N", the simplified output term, as derived and checked, the pair's names)."""
+    rhs = matrix_form(act.kernel_output_vjp(loss, LAYER.Z, LAYER.X, LAYER.Y, 0))
+    return (
+        "G^N",
+        rhs.xreplace(OUTPUT),
+        _words(f"{act.text} and {loss.text}, each column of Y sums to 1"),
+    )
+
+
+def row_latex(lhs: str, rhs: sp.Basic, note: Note) -> str:
+    """One ``align*`` row: lhs &= rhs, and the note in a third column."""
+    return f"{_lhs_tex(lhs)} &= {_tex(rhs)}" + (f" && {note[1]}" if note[1] else "")
 
 
 #: the algorithm the equations give, batch form (samples are columns): (step, text, LaTeX)
@@ -475,10 +492,14 @@ ALGORITHM_STEPS = [
 ALGORITHM = [f"{step + ':':10}{text}" for step, text, _ in ALGORITHM_STEPS]
 
 
+def algorithm_rows() -> list[str]:
+    """The algorithm's ``align*`` rows, one step per row (the backward step takes two)."""
+    return [rf"\text{{{step}:}} \quad & {tex}" for step, _, tex in ALGORITHM_STEPS]
+
+
 def algorithm_latex() -> str:
     """The algorithm as an ``align*`` block, one step per row."""
-    rows = [rf"\text{{{step}:}} \quad & {tex}" for step, _, tex in ALGORITHM_STEPS]
-    return "\\begin{align*}\n" + " \\\\\n".join(rows) + "\n\\end{align*}"
+    return "\\begin{align*}\n" + " \\\\\n".join(algorithm_rows()) + "\n\\end{align*}"
 
 
 def render_generic(fmt: str = "text", g: GenericDerivation | None = None) -> str:
@@ -497,10 +518,7 @@ def render_generic(fmt: str = "text", g: GenericDerivation | None = None) -> str
                 for lhs, rhs, note in rows
             ]
         else:
-            lines = [
-                f"{_lhs_tex(lhs)} &= {_tex(rhs)}" + (f" && {note[1]}" if note[1] else "")
-                for lhs, rhs, note in rows
-            ]
+            lines = [row_latex(lhs, rhs, note) for lhs, rhs, note in rows]
             if title.startswith("Generic"):
                 lines.insert(0, f"Z^{{(k)}} &= {TexPrinter().doprint(LAYER.Z)}")
             body = "\\begin{align*}\n" + " \\\\\n".join(lines) + "\n\\end{align*}"

@@ -511,14 +511,107 @@ print(json.dumps({"test_accuracy": test["accuracy"], "steps": done,
 """),
 ]
 
+#: the five rules of the assignment: (rule, what it returns, the solution's body)
+ASSIGNMENT = [
+    (
+        "forward",
+        "x^(k) = σ_k(W^(k) x^(k-1) + b^(k)) for a batch, samples as rows: (B, n_k)",
+        "def forward(W, b, x_prev, sigma):\n    return sigma(x_prev @ W.T + b)",
+    ),
+    (
+        "output_adjoint",
+        "λ^(N) from ∂L/∂x^(N) = 0, for J = (1/B) Σ_i ℓ with mse ℓ = ½‖x − y‖²: (B, n_N)",
+        "def output_adjoint(x_out, y, batch_size):\n    return (y - x_out) / batch_size",
+    ),
+    (
+        "adjoint",
+        "λ^(k) from ∂L/∂x^(k) = 0 for k < N, given layer k+1's W, z, λ and σ': (B, n_k)",
+        "def adjoint(W_next, z_next, lam_next, dsigma_next):\n"
+        "    return (dsigma_next(z_next) * lam_next) @ W_next",
+    ),
+    (
+        "weight_gradient",
+        "∂L/∂W^(k), summed over the batch: (n_k, n_(k-1))",
+        "def weight_gradient(z, lam, x_prev, dsigma):\n    return -(dsigma(z) * lam).T @ x_prev",
+    ),
+    (
+        "bias_gradient",
+        "∂L/∂b^(k), summed over the batch: (n_k,)",
+        "def bias_gradient(z, lam, dsigma):\n    return -(dsigma(z) * lam).sum(axis=0)",
+    ),
+]
+
+
+def assignment(solution: bool) -> list[nbformat.NotebookNode]:
+    """Notebook 04: the student version (bodies left blank) or the solution."""
+    cells = [
+        md(r"""
+# Assignment: derive backpropagation from the Lagrangian, and have it graded
+
+For the network $x^{(k)} = \sigma_k(W^{(k)} x^{(k-1)} + b^{(k)})$, $k = 1, \dots, N$, trained on
+a batch of $B$ samples with $J = \frac{1}{B}\sum_i \ell(y_i, x_i^{(N)})$ and
+$\ell(y, x) = \frac12\lVert x - y\rVert^2$, the Lagrangian is
+$$\mathcal{L} = J + \sum_i \sum_k \lambda_i^{(k)\top}\big(x_i^{(k)} - \sigma_k(W^{(k)} x_i^{(k-1)}
++ b^{(k)})\big).$$
+Write, as NumPy functions, the five rules its KKT conditions give. Arrays hold one **row per
+sample**: `x_prev` is $(B, n_{k-1})$, `W` is $(n_k, n_{k-1})$, `b` is $(n_k,)$; `sigma` and
+`dsigma` are the layer's $\sigma$ and $\sigma'$ as NumPy functions (applied entry by entry).
+
+Each rule is followed by an autograder cell: it checks your function against the derived
+equations at random KKT-consistent states (batch sizes 3, 5, 4, every layer), prints the
+points, and when the rule is wrong names the kind of slip with a hint. The last cell grades
+all five rules again in a separate process, as a course's grader would.
+"""),
+        code("""
+import json
+from pathlib import Path
+
+import lagrange_bp as lbp
+from lagrange_bp.grading import assert_rule
+
+spec = lbp.NetworkSpec((4, 5, 3), ("tanh", "sigmoid"), "mse")
+print(spec.describe())
+"""),
+    ]
+    for i, (rule, returns, body) in enumerate(ASSIGNMENT, 1):
+        head, _ = body.split("\n", 1)
+        blank = f"{head}\n    # YOUR ANSWER: {returns}\n    raise NotImplementedError"
+        cells += [
+            md(f"## {i}. `{rule}`\n\nReturn {returns}."),
+            code(body if solution else blank),
+            code(f'points_{rule} = assert_rule(spec, "{rule}", {rule})'),
+        ]
+        cells[-2].metadata["rule"] = rule
+    cells += [
+        md(r"""
+## The grade, from a separate process
+
+The five functions are written to a file and graded by `lbp.grade`, which runs them in a
+separate process with a time and a memory limit and decides every verdict outside it.
+"""),
+        code("""
+import inspect
+
+rules = [forward, output_adjoint, adjoint, weight_gradient, bias_gradient]
+Path("submission.py").write_text("\\n\\n".join(inspect.getsource(f) for f in rules))
+result = lbp.grade(spec, "submission.py")
+Path("submission.py").unlink()
+print(result)
+print(json.dumps({"score": result.score, "max_score": result.max_score}))
+"""),
+    ]
+    return cells
+
+
 NOTEBOOKS = {
     "01_homework_kkt_backprop.ipynb": NB1,
     "02_small_network_by_hand.ipynb": NB2,
     "03_training.ipynb": NB3,
+    "04_assignment_solution.ipynb": assignment(solution=True),
 }
 
 
-def build(name: str, cells: list[nbformat.NotebookNode]) -> None:
+def build(name: str, cells: list[nbformat.NotebookNode], execute: bool = True) -> None:
     """Execute the cells and write the notebook. Cell ids follow the cell's place and no
     timestamps are stored, so rebuilding unchanged cells changes only what they print."""
     nb = nbformat.v4.new_notebook(cells=cells)
@@ -529,13 +622,14 @@ def build(name: str, cells: list[nbformat.NotebookNode]) -> None:
         "display_name": "Python 3",
         "language": "python",
     }
-    NotebookClient(
-        nb,
-        timeout=300,
-        kernel_name="python3",
-        record_timing=False,
-        resources={"metadata": {"path": str(HERE)}},
-    ).execute()
+    if execute:
+        NotebookClient(
+            nb,
+            timeout=300,
+            kernel_name="python3",
+            record_timing=False,
+            resources={"metadata": {"path": str(HERE)}},
+        ).execute()
     nb.metadata.pop("widgets", None)
     nbformat.write(nb, HERE / name)
     print(f"wrote {name}")
@@ -545,3 +639,5 @@ if __name__ == "__main__":
     for name, cells in NOTEBOOKS.items():
         if len(sys.argv) == 1 or name in sys.argv[1:]:
             build(name, cells)
+    if len(sys.argv) == 1 or "04_assignment.ipynb" in sys.argv[1:]:
+        build("04_assignment.ipynb", assignment(solution=False), execute=False)  # for students

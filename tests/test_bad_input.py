@@ -267,7 +267,10 @@ def test_a_candidate_that_ends_the_process_is_wrong_not_right(body: str, tmp_pat
         "check", "--rule", "forward", "--candidate", "cand.py:f", "--widths", "2,2", cwd=tmp_path
     )
     assert done.returncode == 1, (done.stdout, done.stderr)
-    assert "WRONG (no verdict: it ended the checking process" in done.stdout
+    assert (
+        "WRONG (no verdict: it ended the checking process" in done.stdout
+        or "mistake: raised: your function raised " in done.stdout  # caught in the worker
+    )
 
 
 # --- 12. evaluation on the held-out split ----------------------------------------------------

@@ -68,6 +68,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
         "--json",
     ),
     "evaluate": ("--model", "--dataset", "--data", "--target", "--split-seed", "--json"),
+    "grade": ("--widths", "--activations", "--loss", "--layout", "--timeout", "--json", "--seed"),
 }
 FLAGS = {"--general", "--compiled", "--json"}
 PATHS = {"--output", "--candidate", "--data", "--model", "--save", "--plot"}
@@ -130,6 +131,8 @@ def value(option: str, rng: random.Random) -> str:
         "--batch-size": ["1", "8", "0", "-5", "100000"],
         "--lr": ["0.1", "1e6", "nan", "inf", "-1", "0", "1e308"],
         "--dtype": ["float64", "float32", "int8"],
+        "--layout": ["rows", "columns", "diagonal"],
+        "--timeout": ["5", "0", "-1", "nan", "1e9"],
     }[option]
     return rng.choice(choices)
 
@@ -139,9 +142,11 @@ def random_argv(rng: random.Random) -> list[str]:
     if roll < 0.05:  # pure noise
         return [random_text(rng) for _ in range(rng.randrange(0, 4))]
     command = rng.choice([*OPTIONS, *OPTIONS])
-    if command == "check" and rng.random() < 0.8:  # checks run a process: keep them few
+    if command in ("check", "grade") and rng.random() < 0.8:  # they run processes: keep few
         command = "derive"
     argv = [command]
+    if command == "grade":  # its submission, a positional argument
+        argv.append(rng.choice(["rule.py", "junk.py", "none.py", "good.csv", random_text(rng)]))
     for option in rng.sample(OPTIONS[command], rng.randrange(0, 5)):
         argv.append(option)
         if option not in FLAGS:

@@ -11,8 +11,15 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+import lagrange_bp as lbp
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["01_homework_kkt_backprop.ipynb", "02_small_network_by_hand.ipynb", "03_training.ipynb"]
+NAMES = [
+    "01_homework_kkt_backprop.ipynb",
+    "02_small_network_by_hand.ipynb",
+    "03_training.ipynb",
+    "04_assignment_solution.ipynb",
+]
 
 
 def summary(nb: nbformat.NotebookNode) -> dict:
@@ -27,7 +34,8 @@ def test_stored_notebook_reads_on_a_web_page(name: str) -> None:
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.outputs for c in code[1:]), "every cell after the imports shows its output"
+    shows = [c for c in code[1:] if "rule" not in c.metadata]  # a student's answer prints nothing
+    assert all(c.outputs for c in shows), "every cell after the imports shows its output"
     assert not any(o.output_type == "error" for c in code for o in c.outputs)
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
 
@@ -82,6 +90,8 @@ def test_notebook_runs_from_a_fresh_kernel(name: str) -> None:
             "bridge": True,
             "conditions": ["Λ^k", "X^N", "X^k", "W^k", "b^k"],
         }
+    elif name.startswith("04"):
+        assert result == {"score": 5.0, "max_score": 5.0}
     elif name.startswith("02"):
         assert result["proven"] and result["right_rule_ok"] and not result["wrong_rule_ok"]
         assert result["batch_size"] == 2, "the 1/B must show"
@@ -96,3 +106,48 @@ def test_notebook_runs_from_a_fresh_kernel(name: str) -> None:
         assert result["gradient_full"] < result["gradient_last"] < result["gradient_minibatch"]
         assert result["reference_gap"] < 1e-12
         assert result["torch_gap"] is None or result["torch_gap"] < 1e-12
+
+
+# --- the assignment: the student version, and the solution with seeded mistakes ----------------
+def _rule_cells(name: str) -> dict[str, str]:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    return {c.metadata["rule"]: c.source for c in nb.cells if "rule" in c.metadata}
+
+
+def test_the_student_version_leaves_each_rule_blank() -> None:
+    student = nbformat.read(NOTEBOOKS / "04_assignment.ipynb", as_version=4)
+    nbformat.validate(student)
+    solution = nbformat.read(NOTEBOOKS / NAMES[3], as_version=4)
+    assert [c.cell_type for c in student.cells] == [c.cell_type for c in solution.cells]
+    blanks = _rule_cells("04_assignment.ipynb")
+    assert list(blanks) == list(lbp.rules.RULES)
+    for rule, source in blanks.items():
+        assert source.startswith(f"def {rule}(") and "raise NotImplementedError" in source
+    assert not any(c.get("outputs") for c in student.cells if c.cell_type == "code")
+
+
+SEEDED = {
+    "forward": ("x_prev @ W.T + b", "x_prev @ W + b", "transpose"),
+    "output_adjoint": ("(y - x_out) / batch_size", "y - x_out", "batch_factor"),
+    "adjoint": ("dsigma_next(z_next) * lam_next", "lam_next", "missing_derivative"),
+    "weight_gradient": ("return -(", "return (", "sign"),
+    "bias_gradient": (".sum(axis=0)", ".mean(axis=0)", "batch_factor"),
+}
+
+
+@pytest.mark.parametrize("rule", list(SEEDED))
+def test_the_solution_with_a_seeded_mistake_is_graded_with_its_kind(
+    rule: str, tmp_path: Path
+) -> None:
+    """The solution's five functions as a submission file: full marks; with one mistake
+    seeded, exactly that rule loses its point and its slip is named."""
+    cells = _rule_cells(NAMES[3])
+    spec = lbp.NetworkSpec((4, 5, 3), ("tanh", "sigmoid"), "mse")
+    old, new, kind = SEEDED[rule]
+    assert old in cells[rule]
+    cells[rule] = cells[rule].replace(old, new)
+    path = tmp_path / "submission.py"
+    path.write_text("\n\n".join(cells.values()) + "\n")
+    result = lbp.grade(spec, path)
+    assert result.score == 4 and result.first_wrong == rule
+    assert result.rules[rule].mistake == kind, str(result)

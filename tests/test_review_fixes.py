@@ -77,7 +77,7 @@ def test_check_rule_edge_cases() -> None:
     report = lbp.check_rule(
         spec, "forward", lambda W, b, x_prev, sigma: sigma(x_prev @ W.T + b) + 0j
     )
-    assert not report.ok and "complex values" in report.counterexample
+    assert not report.ok and "values of dtype complex128" in report.counterexample
 
 
 def test_cli_refuses_infinite_rates_and_non_finite_files(

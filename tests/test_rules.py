@@ -125,7 +125,7 @@ def test_a_candidate_that_raises_or_misbehaves_never_crashes_the_checker() -> No
     report = lbp.check_rule(SPECS[0], "adjoint", boom)
     assert not report.ok and "the candidate raised RuntimeError: my bug" in report.counterexample
     report = lbp.check_rule(SPECS[0], "bias_gradient", lambda **kw: "not a number")
-    assert not report.ok and "raised ValueError" in report.counterexample
+    assert not report.ok and "returned values of dtype <U12" in report.counterexample
     report = lbp.check_rule(SPECS[0], "forward", lambda W, b, x_prev: x_prev)
     assert not report.ok and "raised TypeError" in report.counterexample
 
