@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache, partial
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -796,22 +797,27 @@ class Grade:
 
 def grade(
     spec: NetworkSpec,
-    submission: str | os.PathLike[str],
+    submission: str | os.PathLike[str] | ModuleType,
     timeout: float = 10.0,
     points: dict[str, float] | None = None,
     layout: str = "rows",
     seed: int = 0,
     memory_mb: int = 2048,
 ) -> Grade:
-    """Grade the five rules of a submission (a ``.py`` file defining functions named after the
-    rules, with the arguments of ``ARGUMENTS``) in separate processes, ``timeout`` seconds and
-    ``memory_mb`` MiB each; the verdicts are decided here from the arrays they return."""
+    """Grade the five rules of a submission (a ``.py`` file, or an imported module's file,
+    defining functions named after the rules, with the arguments of ``ARGUMENTS``) in
+    separate processes, ``timeout`` seconds and ``memory_mb`` MiB each; the verdicts are
+    decided here from the arrays they return."""
     if not isinstance(spec, NetworkSpec):
         raise TypeError(f"spec must be a lagrange_bp.NetworkSpec, got {type(spec).__name__}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if not (isinstance(timeout, (int, float)) and 0 < timeout <= 3600):
         raise ValueError(f"timeout must be a number of seconds in (0, 3600], got {timeout!r}")
+    if isinstance(submission, ModuleType):  # an imported module: grade its file, afresh
+        if not getattr(submission, "__file__", None):
+            raise ValueError(f"module {submission.__name__!r} has no file to grade")
+        submission = str(submission.__file__)
     path = Path(submission)
     if path.suffix != ".py" or not path.is_file():
         raise ValueError(f"submission must be an existing .py file, got {shown(str(submission))}")

@@ -50,7 +50,11 @@ def _func_name(body: sp.Expr) -> tuple[str, str] | None:
     return None
 
 
-OUTPUT = {LAYER.X: MatrixSymbol("X^N", N_K, BATCH), LAYER.Lam: MatrixSymbol("Λ^N", N_K, BATCH)}
+OUTPUT = {
+    LAYER.X: MatrixSymbol("X^N", N_K, BATCH),
+    LAYER.Lam: MatrixSymbol("Λ^N", N_K, BATCH),
+    LAYER.Z: MatrixSymbol("Z^N", N_K, BATCH),
+}
 
 
 def matrix_form(e: sp.Basic) -> sp.Basic:

@@ -178,7 +178,7 @@ def _shown(e: sp.Basic) -> str:
 def _body(G: sp.MatrixExpr) -> str:
     from .render_generic import OUTPUT, matrix_form, text
 
-    return text(matrix_form(G).xreplace(OUTPUT))
+    return text(matrix_form(G).xreplace(OUTPUT | {_Z: OUTPUT[LAYER.Z]}))
 
 
 def _pairs(specs: tuple[NetworkSpec, ...]) -> list[tuple[Activation, Loss]]:

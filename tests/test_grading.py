@@ -356,6 +356,14 @@ def test_assert_rule_for_autograded_cells(capsys: pytest.CaptureFixture[str]) ->
     assert "bias_gradient: WRONG (0/1)" in out and "the 1/B of the mean" in out
 
 
+def test_a_module_is_graded_from_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _submission(tmp_path, RIGHT_FILE, "student_rules.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import student_rules  # type: ignore[import-not-found]
+
+    assert grade(A1, student_rules).score == 5
+
+
 def test_bad_grade_arguments(tmp_path: Path) -> None:
     sub = _submission(tmp_path, RIGHT_FILE)
     with pytest.raises(ValueError, match=r"existing \.py file"):
