@@ -28,19 +28,31 @@ class CheckpointError(ValueError):
     """A model file that cannot be used: missing, truncated, altered, or for another network."""
 
 
-def _digest(meta: str, params: Params) -> str:
+def _digest(meta: str, params: Params, extra: list[np.ndarray] | None = None) -> str:
     h = hashlib.sha256(meta.encode())
-    for W, b in params:
-        for a in (W, b):
-            h.update(str(a.dtype).encode() + str(a.shape).encode())
-            h.update(np.ascontiguousarray(a).tobytes())
+    for a in [a for pair in params for a in pair] + list(extra or []):
+        h.update(str(a.dtype).encode() + str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
 
 
+def _slot_arrays(state: dict[str, Any] | None) -> dict[str, np.ndarray]:
+    """The optimizer's slot arrays of a training ``state`` as named members, in a fixed order."""
+    if not state:
+        return {}
+    slots = state["optimizer"].get("slots", {})
+    return {f"opt_{k}_{i}": a for k in sorted(slots) for i, a in enumerate(slots[k])}
+
+
 def save(
-    path: str | Path, spec: NetworkSpec, params: Params, info: dict[str, Any] | None = None
+    path: str | Path,
+    spec: NetworkSpec,
+    params: Params,
+    info: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``params`` of ``spec`` (and JSON-able ``info``) to ``path`` atomically."""
+    """Write ``params`` of ``spec`` (and JSON-able ``info``) to ``path`` atomically; with a
+    training ``state`` (``TrainResult.state``) also what ``train --resume`` needs to go on."""
     for k, (W, b) in enumerate(params, start=1):
         if not (np.isfinite(W).all() and np.isfinite(b).all()):
             raise CheckpointError(f"refusing to save: W^{k} or b^{k} contains NaN or inf")
@@ -53,13 +65,16 @@ def save(
             "activations": list(spec.activations),
             "loss": spec.loss,
             "info": info or {},
+            "state": _state_meta(state),
         },
         sort_keys=True,
     )
+    slots = _slot_arrays(state)
     arrays = {f"W{k}": W for k, (W, _) in enumerate(params, start=1)}
     arrays |= {f"b{k}": b for k, (_, b) in enumerate(params, start=1)}
+    arrays |= slots
     arrays["meta"] = np.array(meta)
-    arrays["sha256"] = np.array(_digest(meta, params))
+    arrays["sha256"] = np.array(_digest(meta, params, list(slots.values())))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -104,6 +119,7 @@ def load(path: str | Path) -> tuple[NetworkSpec, Params, dict[str, Any]]:
                 W = read_member(z, f"W{k}", what, 8 * n_out * n_in)
                 b = read_member(z, f"b{k}", what, 8 * n_out)
                 params.append((W, b))
+            slots = _read_slots(z, meta.get("state"), params, what)
             digest = str(read_member(z, "sha256", what, 1024)[()])
     except CheckpointError:
         raise
@@ -112,7 +128,7 @@ def load(path: str | Path) -> tuple[NetworkSpec, Params, dict[str, Any]]:
     if not isinstance(meta.get("info", {}), dict):
         raise CheckpointError(f"{what} is not a valid lagrange_bp checkpoint")
     try:
-        same = _digest(meta_text, params) == digest
+        same = _digest(meta_text, params, [a for _, a in slots]) == digest
     except (TypeError, ValueError):
         same = False
     if not same:
@@ -132,4 +148,41 @@ def load(path: str | Path) -> tuple[NetworkSpec, Params, dict[str, Any]]:
                 f"{what} does not match its own network {spec.describe()}: "
                 f"W^{k} {W.shape}, b^{k} {b.shape}"
             )
-    return spec, params, meta.get("info", {})
+    info = dict(meta.get("info", {}))
+    if meta.get("state"):
+        state = dict(meta["state"])
+        optimizer = dict(state["optimizer"])
+        optimizer["slots"] = {}
+        for name, a in slots:
+            optimizer["slots"].setdefault(name.split("_")[1], []).append(a)
+        state["optimizer"] = optimizer
+        info["training_state"] = state
+    return spec, params, info
+
+
+def _state_meta(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The JSON part of a training state: epoch, generator state, optimizer settings."""
+    if not state:
+        return None
+    optimizer = {k: v for k, v in state["optimizer"].items() if k != "slots"}
+    optimizer["slot_names"] = sorted(state["optimizer"].get("slots", {}))
+    return {"epoch": state["epoch"], "rng": state["rng"], "optimizer": optimizer}
+
+
+def _read_slots(
+    z: Any, state: dict[str, Any] | None, params: Params, what: str
+) -> list[tuple[str, np.ndarray]]:
+    """The optimizer's slot arrays a state names: one per W^k, b^k, each of its shape."""
+    if not state:
+        return []
+    shapes = [a.shape for pair in params for a in pair]
+    out = []
+    for name in state["optimizer"].get("slot_names", []):
+        if name not in ("velocity", "m", "s"):
+            raise ValueError(f"unknown optimizer slot {name!r}")
+        for i, shape in enumerate(shapes):
+            a = read_member(z, f"opt_{name}_{i}", what, 8 * int(np.prod(shape)))
+            if a.shape != shape or a.dtype.kind != "f":
+                raise ValueError(f"optimizer slot {name} {i} has shape {a.shape}, not {shape}")
+            out.append((f"opt_{name}_{i}", a))
+    return out

@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint
+from .checkpoint import CheckpointError
 from .datasets import BUILTIN, Dataset, load, load_file
 from .functions import ACTIVATIONS, LOSSES, get_loss
-from .model import DTYPES, Model, check_memory
+from .model import DTYPES, Model, Params, check_memory
+from .optimizers import OPTIMIZERS
 from .plots import plot_history
 from .safe_io import printable, shown, writable
 from .spec import NetworkSpec
@@ -71,6 +73,27 @@ def add_train_parser(sub: Any) -> None:
         "--seed", type=int, default=0, help="initial weights and shuffling, ≥ 0 (default 0)"
     )
     p.add_argument("--dtype", choices=DTYPES, default="float64", help="(default float64)")
+    p.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="sgd",
+        help="update rule on the derived gradient, as torch.optim defines it (default sgd)",
+    )
+    p.add_argument(
+        "--momentum", type=float, default=0.9, help="μ of momentum and nesterov (default 0.9)"
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="stop when the test-split loss has not improved for this many epochs, keeping "
+        "the best epoch's parameters",
+    )
+    p.add_argument(
+        "--resume",
+        help="continue the run saved in this .npz file (train --save): its parameters, "
+        "shuffling and optimizer state; --epochs more epochs",
+    )
     p.add_argument("--save", help="write the trained model to this .npz file")
     p.add_argument("--plot", help="write the learning curves to this .png file")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -169,6 +192,27 @@ def _positive(args: argparse.Namespace) -> None:
             raise BadInput(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
 
 
+def _resumed(args: argparse.Namespace, spec: NetworkSpec) -> tuple[Params, dict[str, Any]]:
+    """The parameters and training state saved by ``train --save``, for this same network."""
+    try:
+        saved, params, info = checkpoint.load(args.resume)
+    except CheckpointError as exc:
+        raise BadInput(f"--resume: {exc}") from None
+    if saved != spec:
+        raise BadInput(
+            f"--resume: {printable(args.resume)} holds {saved.describe()}, not {spec.describe()}"
+        )
+    state = info.get("training_state")
+    if not state:
+        raise BadInput(f"--resume: {printable(args.resume)} holds no training state to continue")
+    if state["optimizer"]["name"] != args.optimizer:
+        raise BadInput(
+            f"--resume: the run used --optimizer {state['optimizer']['name']}, "
+            f"not {args.optimizer}"
+        )
+    return params, state
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _positive(args)
     args.seed = _seed(args.seed, "--seed")
@@ -180,7 +224,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_memory(spec, args.batch_size, np.dtype(args.dtype).itemsize)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    start_loss = model.loss(model.init_params(args.seed), data.X_train, data.Y_train)
+    params, state = None, None
+    if args.resume:
+        params, state = _resumed(args, spec)
+    start = params if params is not None else model.init_params(args.seed)
+    start_loss = model.loss(start, data.X_train, data.Y_train)
     bar = _progress_bar(args.epochs, quiet=args.json)
     try:
         result = train(
@@ -191,8 +239,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.batch_size,
             args.lr,
             args.seed,
+            params,
             validation=(data.X_test, data.Y_test),
             on_epoch=lambda e, m: bar(e, m),
+            optimizer=args.optimizer,
+            momentum=args.momentum,
+            patience=args.patience,
+            resume=state,
         )
     except TrainingDiverged as exc:
         bar(None, None)
@@ -233,7 +286,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         info["split_seed"] = _seed(args.split_seed, "--split-seed")
         try:
-            checkpoint.save(args.save, spec, result.params, info)
+            checkpoint.save(args.save, spec, result.params, info, result.state)
         except (OSError, ValueError) as exc:
             raise BadInput(f"cannot write --save {printable(args.save)}: {exc}") from None
     if args.plot:

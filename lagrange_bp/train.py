@@ -12,11 +12,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .functions import get_loss
 from .model import Model, Params, check_memory
+from .optimizers import Optimizer
 
 
 class TrainingDiverged(ValueError):
@@ -30,6 +32,9 @@ class TrainResult:
     params: Params
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
+    #: where training stopped, to continue exactly: ``train(..., params=r.params, resume=r.state)``
+    state: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int | None = None  # with ``patience``: the epoch whose parameters were kept
 
 
 def accuracy(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> float:
@@ -71,12 +76,24 @@ def train(
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     on_batch: Callable[[int, int, Params], None] | None = None,
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    patience: int | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train with mini-batch SGD; ``params`` default to ``model.init_params(seed)``.
+    """Train with mini-batches; ``params`` default to ``model.init_params(seed)``.
 
-    ``validation=(X_val, Y_val)`` adds validation loss (and accuracy) to the history;
+    ``optimizer`` is the update rule on top of the derived gradient (``optimizers``): "sgd"
+    (θ ← θ − η ∂L/∂θ, the generated fused step), "momentum", "nesterov" (``momentum``) or
+    "adam" (``betas``, ``eps``), each as ``torch.optim`` defines it. ``validation=(X_val,
+    Y_val)`` adds validation loss (and accuracy) to the history; with ``patience``, training
+    stops when the validation loss has not improved for that many epochs and the best epoch's
+    parameters are returned. ``resume=result.state`` (with ``params=result.params``) continues
+    a run exactly where it stopped: the shuffling generator and the optimizer's state go on.
     ``on_epoch(epoch, metrics)`` is called after every epoch (progress display), and
-    ``on_batch(epoch, batch, params)`` after every SGD step (read ``params``, do not keep them).
+    ``on_batch(epoch, batch, params)`` after every step (read ``params``, do not keep them).
     Raises ``TrainingDiverged`` naming the epoch and batch if the parameters become NaN/inf.
     """
     if not isinstance(model, Model):
@@ -86,13 +103,32 @@ def train(
     _positive("epochs", epochs, int)
     _positive("batch_size", batch_size, int)
     _positive("lr", lr, float)
+    if patience is not None:
+        _positive("patience", patience, int)
+        if validation is None:
+            raise ValueError("patience (early stopping) needs validation=(X_val, Y_val)")
     X, Y = model.check_data(X, Y)
     if validation is not None:
         validation = model.check_data(*validation)
     check_memory(model.spec, batch_size, model.dtype.itemsize)
+    given = params is not None
     start_params = model.init_params(seed) if params is None else model.check_params(params)
     params = [(np.array(W), np.array(b)) for W, b in start_params]  # our own copies
     rng = np.random.default_rng(seed)
+    opt = Optimizer(optimizer, lr, momentum, tuple(betas), eps)  # type: ignore[arg-type]
+    first = 1
+    if resume is not None:
+        if not given:
+            raise ValueError("resume needs the parameters it stopped with: params=result.params")
+        if resume.get("optimizer", {}).get("name") != optimizer:
+            raise ValueError(
+                f"resume continues a run with its own optimizer "
+                f"({resume.get('optimizer', {}).get('name')!r}), not {optimizer!r}"
+            )
+        rng.bit_generator.state = resume["rng"]
+        opt = Optimizer.from_state(resume["optimizer"])
+        opt.lr = lr
+        first = int(resume["epoch"]) + 1
     n = len(X)
     n_batches = -(-n // batch_size)
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "seconds": []}
@@ -103,15 +139,22 @@ def train(
         history["val_loss"] = []
         if classify:
             history["val_accuracy"] = []
+    best: tuple[float, int, Params] | None = None
     t0 = time.perf_counter()
+    epoch = first - 1
     # overflow on the way to divergence is reported once, by TrainingDiverged, not as warnings
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first, first + epochs):
             order = rng.permutation(n) if shuffle else np.arange(n)
             Xs, Ys = X[order], Y[order]
             for i in range(n_batches):
                 rows = slice(i * batch_size, (i + 1) * batch_size)
-                model.sgd_step(params, Xs[rows], Ys[rows], lr, check=False)
+                if opt.name == "sgd":
+                    model.sgd_step(params, Xs[rows], Ys[rows], lr, check=False)
+                    opt.steps += 1
+                else:
+                    _, grads = model.loss_and_grad(params, Xs[rows], Ys[rows])
+                    opt.step(params, grads)
                 if not np.isfinite(params[-1][1]).all():
                     _diverged(epoch, i + 1, n_batches, lr)
                 if on_batch is not None:
@@ -131,7 +174,16 @@ def train(
                 history[key].append(metrics[key])
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
-    return TrainResult(params, history, time.perf_counter() - t0)
+            if patience is not None:
+                if best is None or metrics["val_loss"] < best[0]:
+                    best = (metrics["val_loss"], epoch, [(W.copy(), b.copy()) for W, b in params])
+                elif epoch - best[1] >= patience:
+                    break
+    state = {"epoch": epoch, "rng": rng.bit_generator.state, "optimizer": opt.state()}
+    result = TrainResult(params, history, time.perf_counter() - t0, state)
+    if best is not None:
+        result.params, result.best_epoch = best[2], best[1]
+    return result
 
 
 def _diverged(epoch: int, batch: int, n_batches: int, lr: float) -> None:

@@ -66,12 +66,16 @@ OPTIONS: dict[str, tuple[str, ...]] = {
         "--save",
         "--plot",
         "--json",
+        "--optimizer",
+        "--momentum",
+        "--patience",
+        "--resume",
     ),
     "evaluate": ("--model", "--dataset", "--data", "--target", "--split-seed", "--json"),
     "grade": ("--widths", "--activations", "--loss", "--layout", "--timeout", "--json", "--seed"),
 }
 FLAGS = {"--general", "--compiled", "--json"}
-PATHS = {"--output", "--candidate", "--data", "--model", "--save", "--plot"}
+PATHS = {"--output", "--candidate", "--data", "--model", "--save", "--plot", "--resume"}
 
 
 def random_text(rng: random.Random) -> str:
@@ -132,6 +136,9 @@ def value(option: str, rng: random.Random) -> str:
         "--lr": ["0.1", "1e6", "nan", "inf", "-1", "0", "1e308"],
         "--dtype": ["float64", "float32", "int8"],
         "--layout": ["rows", "columns", "diagonal"],
+        "--optimizer": ["sgd", "momentum", "nesterov", "adam", "lbfgs"],
+        "--momentum": ["0.9", "0", "1", "-0.5", "nan"],
+        "--patience": ["1", "3", "0", "-2"],
         "--timeout": ["5", "0", "-1", "nan", "1e9"],
     }[option]
     return rng.choice(choices)
