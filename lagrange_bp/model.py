@@ -7,6 +7,7 @@ X (B, n_0), Y (B, n_N), W^k (n_k, n_{k-1}), b^k (n_k,). float64 by default, floa
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,7 @@ class Model:
         self.dtype = np.dtype(dtype)
         self.kernels, self._shapes = build_kernels(spec)
         self._buffers: dict[tuple[str, int], tuple[np.ndarray, ...]] = {}
+        self._stepped: tuple[Params, list[np.ndarray]] | None = None  # see _same_params
 
     def __repr__(self) -> str:
         return (
@@ -116,18 +118,37 @@ class Model:
         ``check=False`` skips the boundary checks, for a training loop that made them once.
         """
         if check:
-            checked = self.check_params(params)
-            for k, (pair, own) in enumerate(zip(checked, params), start=1):
-                if any(a is not b for a, b in zip(pair, own)):
-                    raise ValueError(
-                        f"sgd_step updates params in place, so W^{k} and b^{k} must already be "
-                        f"C-contiguous {self.dtype} NumPy arrays (the model's dtype); convert "
-                        f"them first, or use lbp.train, which works on its own copy"
-                    )
+            if not self._same_params(params):  # full checks once per params list
+                checked = self.check_params(params)
+                for k, (pair, own) in enumerate(zip(checked, params), start=1):
+                    if any(a is not b for a, b in zip(pair, own)):
+                        raise ValueError(
+                            f"sgd_step updates params in place, so W^{k} and b^{k} must already "
+                            f"be C-contiguous {self.dtype} NumPy arrays (the model's dtype); "
+                            f"convert them first, or use lbp.train, which works on its own copy"
+                        )
+                self._stepped = (params, [a for pair in params for a in pair])
             X, Y = self.check_data(X, Y)
-            if not np.isfinite(lr) or lr <= 0:
+            if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
                 raise ValueError(f"lr must be a positive finite number, got {lr!r}")
         self.kernels["sgd_step"].fn(params, X, Y, lr, self._buf("sgd_step", len(X)))
+        if check and not math.isfinite(float(params[-1][1].sum())):
+            self._stepped = None
+            raise ValueError(
+                "sgd_step: the parameters became NaN or infinite (a learning rate too large?)"
+            )
+
+    def _same_params(self, params: Params) -> bool:
+        """``params`` is the list (and the very arrays, of unchanged layout) the last checked
+        ``sgd_step`` updated: its values are this model's own results since, so only its
+        layout is checked again, which costs microseconds instead of a scan of every entry."""
+        last = self._stepped
+        if last is None or params is not last[0]:
+            return False
+        arrays = [a for pair in params for a in pair]
+        return len(arrays) == len(last[1]) and all(
+            a is b and a.flags.c_contiguous and a.flags.writeable for a, b in zip(arrays, last[1])
+        )
 
     # --- checks at the boundary ------------------------------------------------------------
     def check_params(self, params: Params) -> Params:
@@ -160,7 +181,7 @@ class Model:
                 f"X and Y must have the same number of rows (samples), got {len(X)} and {len(Y)}"
             )
         loss = get_loss(self.spec.loss)
-        if loss.classification and not np.allclose(Y.sum(axis=1), 1.0, atol=1e-6):
+        if loss.classification and float(np.abs(Y.sum(axis=1) - 1.0).max()) > 1e-6:
             raise ValueError(
                 f"Y: each row must sum to 1 for {loss.text} (one-hot or probabilities), "
                 "since the simplified output term G^N = (Y − X^N)/B assumes it"
@@ -168,6 +189,17 @@ class Model:
         return X, Y
 
     def _array(self, a: object, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+        if (  # the common case, checked in a few attribute reads
+            type(a) is np.ndarray
+            and a.dtype == self.dtype
+            and a.ndim == len(shape)
+            and a.flags.c_contiguous
+            and all(d is None or d == s for d, s in zip(shape, a.shape))
+            and a.shape[0] > 0
+        ):
+            if not np.isfinite(a).all():
+                raise ValueError(f"{name} contains NaN or inf")
+            return a
         expected = "(" + ", ".join("B" if d is None else str(d) for d in shape) + ")"
         try:
             arr = np.asarray(a)

@@ -288,3 +288,22 @@ def test_model_equals_pytorch_autograd(spec: lbp.NetworkSpec) -> None:
     for (gW, gb), (W, b) in zip(grads, tp):
         np.testing.assert_allclose(gW, W.grad.numpy(), rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(gb, b.grad.numpy(), rtol=1e-10, atol=1e-13)
+
+
+def test_sgd_step_checks_a_params_list_fully_once_then_its_layout() -> None:
+    """A loop of checked steps pays for a full scan of params only the first time (issue 14);
+    a non-finite result, or a list it has not seen, is still caught."""
+    model = lbp.compile(lbp.NetworkSpec((3, 4, 2), ("tanh", "softmax"), "cross_entropy"))
+    params = model.init_params(seed=0)
+    X, Y = np.ones((5, 3)), np.eye(2)[[0, 1, 0, 1, 0]]
+    model.sgd_step(params, X, Y, 0.1)
+    model.sgd_step(params, X, Y, 0.1)  # the same list: its layout only
+    params[0][0][0, 0] = np.nan  # written in place behind the model's back
+    with pytest.raises(ValueError, match="became NaN or infinite"):
+        model.sgd_step(params, X, Y, 0.1)
+    fresh = model.init_params(seed=1)
+    fresh[1][1][0] = np.inf
+    with pytest.raises(ValueError, match="b\\^2 contains NaN or inf"):
+        model.sgd_step(fresh, X, Y, 0.1)
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        model.sgd_step(model.init_params(seed=2), np.full((5, 3), np.nan), Y, 0.1)
