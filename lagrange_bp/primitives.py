@@ -49,7 +49,10 @@ class _Elementwise(sp.Function):
     def _numpycode(self, printer: Any) -> str:
         name, before, after = NUMPY_FORMS[type(self)]
         args = [*before, printer._print(self.args[0]), *after]
-        return f"{printer._module_format(name)}({', '.join(args)})"
+        call = f"{printer._module_format(name)}({', '.join(args)})"
+        if name == "numpy.greater":  # a comparison: 1.0 and 0.0, as the kernels write them
+            return f"{printer._module_format('numpy.multiply')}({call}, 1.0)"
+        return call
 
     _scipycode = _cupycode = _numpycode
 
@@ -142,7 +145,7 @@ NUMPY_FORMS |= {
     sigmoid: ("scipy.special.expit", (), ()),
     softplus: ("numpy.logaddexp", ("0.0",), ()),
     relu: ("numpy.maximum", (), ("0.0",)),
-    step: ("numpy.heaviside", (), ("0.0",)),
+    step: ("numpy.greater", (), ("0.0",)),  # 1.0 where u > 0: written as float by out=
 }
 
 
