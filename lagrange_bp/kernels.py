@@ -211,7 +211,7 @@ SIGNATURES = {
     "forward": ("params, X, buf", "X^N (B, n_N): the forward pass"),
     "adjoint": ("params, X, Y, buf", "[Λ^1, …, Λ^N]: the multipliers at the KKT point"),
     "loss_and_grad": ("params, X, Y, buf", "J and [(∂L/∂W^k, ∂L/∂b^k)], k = 1..N"),
-    "sgd_step": ("params, X, Y, eta, buf", "None; θ ← θ − η ∂L/∂θ in place on params"),
+    "sgd_step": ("params, X, Y, eta, buf", "J before the step; θ ← θ − η ∂L/∂θ in place on params"),
     "loss": ("params, X, Y, buf", "J = (1/B) Σ ℓ(y, x^N): the forward pass and the loss"),
 }
 
@@ -267,7 +267,7 @@ def build_kernels(spec: NetworkSpec) -> tuple[dict[str, Kernel], dict[str, tuple
         "forward": [*forward, f"return {asm.x_name[n]}"],
         "adjoint": [*forward, *layers[n].adjoint, *backward(None), f"return {lams}"],
         "loss_and_grad": [*forward, *loss, *backward("grads"), f"return loss, {grads}"],
-        "sgd_step": [*forward, *backward("update"), "return None"],
+        "sgd_step": [*forward, *loss, *backward("update"), "return loss"],
         "loss": [*forward, *loss, "return loss"],
     }
     names = sorted(asm.buffers.shapes)

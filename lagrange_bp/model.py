@@ -112,8 +112,9 @@ class Model:
 
     def sgd_step(
         self, params: Params, X: np.ndarray, Y: np.ndarray, lr: float, *, check: bool = True
-    ) -> None:
-        """θ ← θ − lr ∂L/∂θ **in place** on ``params`` (``train`` passes its own copy).
+    ) -> float:
+        """θ ← θ − lr ∂L/∂θ **in place** on ``params`` (``train`` passes its own copy); returns
+        the batch's loss J at the parameters before the step (from the same forward pass).
 
         ``check=False`` skips the boundary checks, for a training loop that made them once.
         """
@@ -131,12 +132,13 @@ class Model:
             X, Y = self.check_data(X, Y)
             if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
                 raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-        self.kernels["sgd_step"].fn(params, X, Y, lr, self._buf("sgd_step", len(X)))
+        loss = float(self.kernels["sgd_step"].fn(params, X, Y, lr, self._buf("sgd_step", len(X))))
         if check and not math.isfinite(float(params[-1][1].sum())):
             self._stepped = None
             raise ValueError(
                 "sgd_step: the parameters became NaN or infinite (a learning rate too large?)"
             )
+        return loss
 
     def _same_params(self, params: Params) -> bool:
         """``params`` is the list (and the very arrays, of unchanged layout) the last checked

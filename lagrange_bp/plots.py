@@ -36,13 +36,16 @@ def plot_history(
     acc = "val_accuracy" in history
     fig, axes = plt.subplots(1, 2 if acc else 1, figsize=(10 if acc else 5.5, 4))
     axes = np.atleast_1d(axes)
-    axes[0].plot(history["epoch"], history["train_loss"], label="train")
+    axes[0].plot(history["epoch"], history["train_loss"], label="train (mean of batch losses)")
     if "val_loss" in history:
         axes[0].plot(history["epoch"], history["val_loss"], label="test")
     axes[0].set(xlabel="epoch", ylabel="loss J", yscale="log", title="loss")
     axes[0].legend()
     if acc:
-        axes[1].plot(history["epoch"], [100 * a for a in history["train_accuracy"]], label="train")
+        if "train_accuracy" in history:  # only when train(eval_every=...) asked for it
+            epochs = [e for e, a in zip(history["epoch"], history["train_accuracy"]) if a == a]
+            shown = [100 * a for a in history["train_accuracy"] if a == a]  # NaN: not evaluated
+            axes[1].plot(epochs, shown, label="train")
         axes[1].plot(history["epoch"], [100 * a for a in history["val_accuracy"]], label="test")
         axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
         axes[1].legend()

@@ -82,6 +82,7 @@ def train(
     eps: float = 1e-8,
     patience: int | None = None,
     resume: dict[str, Any] | None = None,
+    eval_every: int | None = None,
 ) -> TrainResult:
     """Train with mini-batches; ``params`` default to ``model.init_params(seed)``.
 
@@ -92,6 +93,11 @@ def train(
     stops when the validation loss has not improved for that many epochs and the best epoch's
     parameters are returned. ``resume=result.state`` (with ``params=result.params``) continues
     a run exactly where it stopped: the shuffling generator and the optimizer's state go on.
+    The history's ``train_loss`` is the epoch's mean of the batch losses, each computed by the
+    step from the forward pass it makes anyway (as scikit-learn's ``loss_curve_``): no extra
+    pass over the data. ``eval_every=k`` adds a full pass over the training data every k-th
+    epoch (and the last): ``train_loss_full`` and, for classification, ``train_accuracy``
+    (NaN at the other epochs). Validation data are evaluated after every epoch.
     ``on_epoch(epoch, metrics)`` is called after every epoch (progress display), and
     ``on_batch(epoch, batch, params)`` after every step (read ``params``, do not keep them).
     Raises ``TrainingDiverged`` naming the epoch and batch if the parameters become NaN/inf.
@@ -103,6 +109,8 @@ def train(
     _positive("epochs", epochs, int)
     _positive("batch_size", batch_size, int)
     _positive("lr", lr, float)
+    if eval_every is not None:
+        _positive("eval_every", eval_every, int)
     if patience is not None:
         _positive("patience", patience, int)
         if validation is None:
@@ -133,8 +141,10 @@ def train(
     n_batches = -(-n // batch_size)
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "seconds": []}
     classify = get_loss(model.spec.loss).classification
-    if classify:
-        history["train_accuracy"] = []
+    if eval_every is not None:
+        history["train_loss_full"] = []
+        if classify:
+            history["train_accuracy"] = []
     if validation is not None:
         history["val_loss"] = []
         if classify:
@@ -147,25 +157,30 @@ def train(
         for epoch in range(first, first + epochs):
             order = rng.permutation(n) if shuffle else np.arange(n)
             Xs, Ys = X[order], Y[order]
+            total = 0.0  # Σ over batches of J_batch × rows: the epoch's mean loss
             for i in range(n_batches):
                 rows = slice(i * batch_size, (i + 1) * batch_size)
+                Xb, Yb = Xs[rows], Ys[rows]
                 if opt.name == "sgd":
-                    model.sgd_step(params, Xs[rows], Ys[rows], lr, check=False)
+                    loss = model.sgd_step(params, Xb, Yb, lr, check=False)
                     opt.steps += 1
                 else:
-                    _, grads = model.loss_and_grad(params, Xs[rows], Ys[rows])
+                    loss, grads = model.loss_and_grad(params, Xb, Yb)
                     opt.step(params, grads)
-                if not np.isfinite(params[-1][1]).all():
+                total += loss * len(Xb)
+                if not (math.isfinite(loss) and np.isfinite(params[-1][1]).all()):
                     _diverged(epoch, i + 1, n_batches, lr)
                 if on_batch is not None:
                     on_batch(epoch, i + 1, params)
             if not all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in params):
                 _diverged(epoch, n_batches, n_batches, lr)
-            metrics = {"epoch": float(epoch), "train_loss": model.loss(params, X, Y)}
-            if not math.isfinite(metrics["train_loss"]):
-                _diverged(epoch, n_batches, n_batches, lr)
-            if classify:
-                metrics["train_accuracy"] = accuracy(model, params, X, Y)
+            metrics = {"epoch": float(epoch), "train_loss": total / n}
+            if eval_every is not None:
+                last = epoch == first + epochs - 1
+                full = epoch % eval_every == 0 or last
+                metrics["train_loss_full"] = model.loss(params, X, Y) if full else math.nan
+                if classify:
+                    metrics["train_accuracy"] = accuracy(model, params, X, Y) if full else math.nan
             if validation is not None:
                 for key, value in evaluate(model, params, *validation).items():
                     metrics[f"val_{key}"] = value

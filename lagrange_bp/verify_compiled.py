@@ -11,7 +11,8 @@ which the kernels print), never from the derived equations or the printed code.
   loss      J;
   adjoint   each λ^k: Σ λ^k ⊙ U = −dJ/dt for x^k + t U, U random (λ^k = −∂J/∂x^k);
   gradient  each ∂L/∂W^k, ∂L/∂b^k: Σ g ⊙ V = dJ/dt for θ + t V, V random;
-  sgd_step  each W^k, b^k after one step with a random η: Σ (θ' − θ) ⊙ V = −η dJ/dt.
+  sgd_step  J before the step, and each W^k, b^k after one step with a random η:
+            Σ (θ' − θ) ⊙ V = −η dJ/dt.
 A wrong entry anywhere changes the random linear form with probability 1 − 1/p; the
 Schwartz–Zippel bound of the whole check is printed. Functions are random oracles, as in the
 other proofs: σ' enters the kernels through the record's σ' = p(σ) identity and the reference
@@ -312,7 +313,7 @@ def _check_gradients(model: Model, t: Trial) -> tuple[str, int]:
 
 def _check_sgd(model: Model, t: Trial) -> tuple[str, int]:
     after = _copy(t.params)
-    _, calls = _run(
+    value, calls = _run(
         model,
         "sgd_step",
         t.oracle,
@@ -328,7 +329,8 @@ def _check_sgd(model: Model, t: Trial) -> tuple[str, int]:
             step = _dot(_mod(new[which].a - old[which].a), V)
             if step != (-t.eta.v * t.ref.along_param(k, which, V)) % P:
                 raise Mismatch(f"sgd_step: {name} is not {name} − η ∂L/∂{name} (random direction)")
-    return f"W^k, b^k after one step with a random η, k = 1..{len(after)}", calls
+    _same_loss("sgd_step", value, t)  # J at the parameters before the step
+    return f"J, and W^k, b^k after one step with a random η, k = 1..{len(after)}", calls
 
 
 CHECKS: dict[str, Callable[[Model, Trial], tuple[str, int]]] = {

@@ -419,7 +419,7 @@ def watch(epoch, batch, params):
 
 
 result = lbp.train(model, data.X_train, data.Y_train, epochs=30, batch_size=32, lr=0.1, seed=0,
-                   validation=(data.X_test, data.Y_test), on_batch=watch)
+                   validation=(data.X_test, data.Y_test), on_batch=watch, eval_every=1)
 test = lbp.evaluate(model, result.params, data.X_test, data.Y_test)
 print(f"{done} SGD steps ({done // 30} per epoch); "
       f"test accuracy {100 * test['accuracy']:.2f}%, test loss {test['loss']:.4f}")

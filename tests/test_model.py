@@ -177,7 +177,9 @@ def test_source_and_equations_are_inspectable() -> None:
     assert "np.matmul(X, W1.T, out=x1)" in src  # Z^1 kept in x1's buffer: σ' reads X^1 only
     assert "    np.subtract(Y, x2, out=g2)\n    np.divide(g2, B, out=g2)\n" in src  # (Y − X^2)/B
     assert "np.square(x1, out=" in src  # tanh' = 1 − x², from the record's output form
-    assert "-1.0" not in src and "np.negative" not in src  # signs folded: W ← W + η G^T X
+    update = src.split("# W^2 ←", 1)[1]  # the loss block before it negates −Σ y log x
+    assert "-1.0" not in update and "np.negative" not in update  # signs folded: W ← W + η GᵀX
+    assert src.rstrip().endswith("return loss")  # J before the step, from the same forward pass
     labels = [label for label, _ in model.equations()]
     assert "W^1 ← W^1 − η ∂L/∂W^1" in labels
     assert any(label.startswith("G^2 = Dσ(Z^2)ᵀ Λ^2 with Λ^2 substituted") for label in labels)

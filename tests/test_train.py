@@ -30,14 +30,7 @@ def test_training_learns_and_records_history(moons: object) -> None:
     )
     h = res.history
     assert h["epoch"] == list(range(1, 21))
-    assert set(h) == {
-        "epoch",
-        "train_loss",
-        "seconds",
-        "train_accuracy",
-        "val_loss",
-        "val_accuracy",
-    }
+    assert set(h) == {"epoch", "train_loss", "seconds", "val_loss", "val_accuracy"}
     assert all(len(v) == 20 for v in h.values())
     assert h["train_loss"][-1] < 0.5 * h["train_loss"][0]
     assert h["val_accuracy"][-1] > 0.85
@@ -117,3 +110,26 @@ def test_evaluate_reports_loss_and_accuracy(moons: object) -> None:
     out = lbp.evaluate(model, params, moons.X_test, moons.Y_test)
     assert set(out) == {"loss", "accuracy"} and 0 <= out["accuracy"] <= 1
     assert out["loss"] == pytest.approx(model.loss_and_grad(params, moons.X_test, moons.Y_test)[0])
+
+
+def test_the_train_loss_is_the_mean_of_the_batch_losses_without_a_pass_over_the_data(
+    moons: object,
+) -> None:
+    """history["train_loss"] comes from the steps themselves (issue 14); eval_every adds the
+    full-data loss and accuracy on the epochs it names, NaN elsewhere."""
+    model = lbp.compile(SPEC)
+    X, Y = moons.X_train, moons.Y_train
+    res = lbp.train(model, X, Y, epochs=3, batch_size=16, lr=0.5, seed=2, shuffle=False)
+    params, losses = model.init_params(seed=2), []
+    for _ in range(3):
+        total = 0.0
+        for i in range(0, len(X), 16):
+            total += model.sgd_step(params, X[i : i + 16], Y[i : i + 16], 0.5) * len(X[i : i + 16])
+        losses.append(total / len(X))
+    assert res.history["train_loss"] == losses
+    full = lbp.train(model, X, Y, epochs=5, batch_size=16, lr=0.5, seed=2, eval_every=2)
+    h = full.history
+    assert [x == x for x in h["train_accuracy"]] == [False, True, False, True, True]
+    assert h["train_loss_full"][-1] == pytest.approx(model.loss(full.params, X, Y), rel=1e-12)
+    with pytest.raises(ValueError, match="eval_every must be a positive integer"):
+        lbp.train(model, X, Y, eval_every=0)
