@@ -195,7 +195,7 @@ class KernelPrinter(Printer):
     def _print_Softmax(self, e: Any, out: str) -> None:
         """e^{z − max z} / Σ e^{z − max z} by samples: no overflow for any finite z."""
         z, r = self.operand(e.arg), self._sample_buffer(out)
-        self.emit(f"np.max({z}, axis=1, keepdims=True, out={r})")
+        self.emit(f"np.maximum.reduce({z}, axis=1, keepdims=True, out={r})")
         self.emit(f"np.subtract({z}, {r}, out={out})")
         self.emit(f"np.exp({out}, out={out})")
         self.emit(f"np.sum({out}, axis=1, keepdims=True, out={r})")
@@ -205,7 +205,7 @@ class KernelPrinter(Printer):
         """(z − max z) − log Σ e^{z − max z} by samples: finite for any finite z."""
         z, r = self.operand(e.arg), self._sample_buffer(out)
         e_ = self.temp(self.buffers.shape_of(out))
-        self.emit(f"np.max({z}, axis=1, keepdims=True, out={r})")
+        self.emit(f"np.maximum.reduce({z}, axis=1, keepdims=True, out={r})")
         self.emit(f"np.subtract({z}, {r}, out={out})")
         self.emit(f"np.exp({out}, out={e_})")
         self.emit(f"np.sum({e_}, axis=1, keepdims=True, out={r})")

@@ -9,9 +9,9 @@ printer's table ``primitives.NUMPY_FORMS`` maps to that ufunc — so ``np.maximu
 relu and ``np.logaddexp(0.0, x)`` is softplus, and any other use of those ufuncs is refused.
 Float literals in the source are mapped back to the exact values the printer recorded.
 
-One deliberate gap: ``np.max`` (the shift subtracted before a softmax's exp) returns 0. The
-shift cancels in exact arithmetic (softmax(z − c) = softmax(z)); random oracles cannot express
-exp(a − c) = exp(a)/exp(c), so the check runs the unshifted formula.
+One deliberate gap: ``np.maximum.reduce`` (the shift subtracted before a softmax's exp)
+returns 0. The shift cancels in exact arithmetic (softmax(z − c) = softmax(z)); random oracles
+cannot express exp(a − c) = exp(a)/exp(c), so the check runs the unshifted formula.
 """
 
 from __future__ import annotations
@@ -290,6 +290,11 @@ def namespace(oracle: Oracle, constants: dict[float, sp.Basic]) -> tuple[dict[st
         fake = engine.function(fn.__name__, before, after)
         module, _, attr = qualified.rpartition(".")
         (np_ns if module == "numpy" else scipy_special)[attr] = fake
+    # np.maximum.reduce, the softmax's row maximum (np.max without its Python wrapper)
+    if "maximum" in np_ns:
+        np_ns["maximum"].reduce = engine.max
+    else:
+        np_ns["maximum"] = SimpleNamespace(reduce=engine.max)
     scipy_ns = SimpleNamespace(special=SimpleNamespace(**scipy_special))
     return {"np": SimpleNamespace(**np_ns), "scipy": scipy_ns}, engine
 
