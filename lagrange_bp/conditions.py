@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .display import tex_text
-from .functions import Loss, get_loss
+from .functions import X_VAR, Y_VAR, Loss, get_loss
 from .generic import LAYER, GenericDerivation, for_loss
 from .render_generic import (
     ALGORITHM,
@@ -84,22 +84,25 @@ class Condition:
     def __repr__(self) -> str:
         return str(self)
 
+    def latex_terms(self) -> tuple[str, str, str | None]:
+        """The condition's LaTeX pieces: ∂L/∂v, what it equals (the derivative, and for W and
+        b the same with G named), and the solved form "lhs = rhs" (None for W and b)."""
+        derivative = latex(self.derivative, layer=self.layer)
+        if self.named is not None:
+            derivative += " = " + latex(self.named, layer=self.layer)
+        var = rf"\frac{{\partial \mathcal{{L}}}}{{\partial {_VARIABLE_TEX[self.variable]}}}"
+        if self.solved is None:
+            return var, derivative, None
+        lhs, rhs = (latex(e, layer=self.layer) for e in self.solved)
+        return var, derivative, f"{lhs} = {rhs}"
+
     def to_latex(self) -> str:
         """The condition as one LaTeX equation line (no display delimiters)."""
-        var = _VARIABLE_TEX[self.variable]
-        head = rf"\frac{{\partial \mathcal{{L}}}}{{\partial {var}}} = " + latex(
-            self.derivative, layer=self.layer
-        )
-        if self.named is not None:
-            head += " = " + latex(self.named, layer=self.layer)
+        var, derivative, solved = self.latex_terms()
         words = rf"\qquad \left(\text{{{self.gives[1]}}}\right)"
-        if self.solved is None:
-            return head + words
-        lhs, rhs = self.solved
-        return (
-            rf"{head} = 0 \;\Longrightarrow\; {latex(lhs, layer=self.layer)} = "
-            rf"{latex(rhs, layer=self.layer)}{words}"
-        )
+        if solved is None:
+            return f"{var} = {derivative}{words}"
+        return rf"{var} = {derivative} = 0 \;\Longrightarrow\; {solved}{words}"
 
     def _repr_latex_(self) -> str:
         return f"$$\n{self.to_latex()}\n$$"
@@ -157,8 +160,6 @@ def problem(loss: str | Loss = "mse") -> Typeset:
     assert record is not None
     j = sp.Symbol("j")
     xj, yj = sp.Symbol("x_j", real=True), sp.Symbol("y_j", real=True)
-    from .functions import X_VAR, Y_VAR
-
     term = record.term.xreplace({X_VAR: xj, Y_VAR: yj})
     ell = sp.Sum(term, (j, 1, sp.Symbol("n_N")))
     name = tex_text(record.text)  # a custom loss's name is the user's text: escaped

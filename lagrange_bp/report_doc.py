@@ -39,7 +39,7 @@ from .functions import LOSSES, X_VAR, Y_VAR, Activation, Loss, get_activation, g
 from .generic import GenericDerivation
 from .kkt import Derivation
 from .render import DocLatexPrinter, doc_latex, doc_signed_form
-from .render_generic import algorithm_rows, fused_row, fuses, latex, row_latex, sections, vjp_row
+from .render_generic import algorithm_rows, fused_row, fuses, row_latex, sections, vjp_row
 from .verify import Report
 
 _UNICODE = {
@@ -666,24 +666,11 @@ _NOTES = {  # what each condition gives, short enough to sit beside it
 
 def _condition_block(c: Condition) -> list[str]:
     """A generic condition: ∂L/∂v = … = 0 on one row, ⟹ the solution on the next."""
-    var = {
-        "Λ^k": r"\Lambda^{(k)}",
-        "X^N": "X^{(N)}",
-        "X^k": "X^{(k)}",
-        "W^k": "W^{(k)}",
-        "b^k": "b^{(k)}",
-    }[c.variable]
-    head = rf"\frac{{\partial \mathcal{{L}}}}{{\partial {var}}} &= " + latex(
-        c.derivative, layer=c.layer
-    )
-    if c.named is not None:
-        head += " = " + latex(c.named, layer=c.layer)
+    var, derivative, solved = c.latex_terms()
     note = rf"&& \text{{{_NOTES[c.variable]}}}"
-    if c.solved is None:
-        return [f"{head} {note}"]
-    lhs, rhs = c.solved
-    solved = rf"&\Longrightarrow\; {latex(lhs, layer=c.layer)} = {latex(rhs, layer=c.layer)}"
-    return [f"{head} = 0 {note}", solved]
+    if solved is None:
+        return [f"{var} &= {derivative} {note}"]
+    return [f"{var} &= {derivative} = 0 {note}", rf"&\Longrightarrow\; {solved}"]
 
 
 _COLUMNS = (
