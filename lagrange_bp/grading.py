@@ -638,22 +638,19 @@ def _counterexample(
         f"layer {c.layer}, batch size {c.rows}: "
         + _entry(rule, got[first], expected[first], errors[first])
     ]
-    if c.purpose == "main" and c.seed == calls[first].seed:
-        for i, s in enumerate(calls):
-            if s.purpose != "shrink" or s.layer != c.layer or s.batch != c.batch:
-                continue
-            if calls[first].batch != BATCHES[0]:
-                break
-            if got[i] is not None and _close(got[i], expected[i]):
-                continue
-            lines.append(
-                f"smallest failing input: batch size {s.rows}: "
-                + _entry(rule, got[i], expected[i], errors[i])
-            )
-            lines += [
-                f"  {name} = {_fmt(v)}" for name, v in s.args.items() if isinstance(v, np.ndarray)
-            ]
-            break
+    # the smaller batches of the same state (the shrink calls share its seed), smallest first
+    smaller = [i for i, s in enumerate(calls) if s.purpose == "shrink" and s.seed == c.seed]
+    i = next((i for i in smaller if not _close(got[i], expected[i])), None)
+    if i is not None:
+        lines.append(
+            f"smallest failing input: batch size {calls[i].rows}: "
+            + _entry(rule, got[i], expected[i], errors[i])
+        )
+        lines += [
+            f"  {name} = {_fmt(v)}"
+            for name, v in calls[i].args.items()
+            if isinstance(v, np.ndarray)
+        ]
     return "\n".join(lines)
 
 
