@@ -64,6 +64,7 @@ def save(
             "widths": list(spec.widths),
             "activations": list(spec.activations),
             "loss": spec.loss,
+            "weight_decay": spec.weight_decay,
             "info": info or {},
             "state": _state_meta(state),
         },
@@ -111,7 +112,9 @@ def load(path: str | Path) -> tuple[NetworkSpec, Params, dict[str, Any]]:
             meta = json.loads(meta_text)
             if not isinstance(meta, dict) or meta.get("format") != FORMAT:
                 raise ValueError(f"format {shown(str(meta.get('format')))}, expected {FORMAT!r}")
-            spec = NetworkSpec(meta["widths"], meta["activations"], meta["loss"])
+            spec = NetworkSpec(
+                meta["widths"], meta["activations"], meta["loss"], meta.get("weight_decay", 0.0)
+            )
             check_memory(spec, 1)  # its arrays may then take what its network needs
             params = []
             for k in range(1, spec.depth + 1):

@@ -68,6 +68,14 @@ def _add_network_args(p: argparse.ArgumentParser) -> None:
         f"known: {', '.join(ACTIVATIONS)} (default sigmoid)",
     )
     p.add_argument("--loss", default=None, help=f"one of {', '.join(LOSSES)} (default mse)")
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="α ≥ 0: the objective gets (α/2) Σ_k ‖W^k‖² (biases are not decayed; default 0); "
+        "with --general any α > 0 derives the generic layer with a symbolic α",
+    )
 
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -96,6 +104,7 @@ def _spec(args: argparse.Namespace) -> tuple[NetworkSpec, int | None]:
             args.widths or [2, 3, 1],
             args.activations if args.activations is not None else ["sigmoid"],
             args.loss if args.loss is not None else "mse",
+            args.weight_decay or 0.0,
         )
         spec.check_exact_size(limit)
     except (ValueError, TypeError) as exc:
@@ -189,8 +198,17 @@ def _spec_given(args: argparse.Namespace) -> bool:
     return any(v is not None for v in (args.widths, args.activations, args.loss))
 
 
+def _general_decay(args: argparse.Namespace) -> bool:
+    """Whether --general derives with a weight decay α (any α > 0: α stays a symbol)."""
+    alpha = args.weight_decay or 0.0
+    if not (alpha >= 0 and alpha < float("inf")):
+        raise BadInput(f"--weight-decay must be a finite number α ≥ 0, got {alpha!r}")
+    return alpha > 0
+
+
 def cmd_derive(args: argparse.Namespace) -> int:
     if args.general:
+        g = derive_general(_general_decay(args))
         if args.format == "json":
             raise BadInput("--general prints text, latex or markdown, not json")
         if _spec_given(args):
@@ -198,13 +216,13 @@ def cmd_derive(args: argparse.Namespace) -> int:
                 "--general derives the generic layer: drop --widths/--activations/--loss"
             )
         if not args.output:
-            print(render_generic(args.format), end="")
+            print(render_generic(args.format, g), end="")
             return 0
         if args.format == "text":
-            page = render_generic("text")
+            page = render_generic("text", g)
         else:
-            report = verify_general()
-            page = general_document(args.format, derive_general(), report)
+            report = verify_general(derivation=g, weight_decay=g.decay != 0)
+            page = general_document(args.format, g, report)
         _write(args.output, page)
         print(f"{args.format} derivation of the generic layer written to {printable(args.output)}")
         return 0
@@ -214,6 +232,11 @@ def cmd_derive(args: argparse.Namespace) -> int:
         print(render(d, args.format))
         return 0
     if args.format in ("latex", "markdown"):
+        if spec.weight_decay:
+            raise BadInput(
+                "--output writes the document of the objective without weight decay; drop "
+                "--output to print these equations, or use --general --weight-decay"
+            )
         report = verify(spec, max_weights=limit, derivation=d)
         page = latex_document(d, report) if args.format == "latex" else markdown_page(d, report)
     else:
@@ -256,8 +279,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(report_json(report) if args.json else report)
         return 0 if report.ok else 1
     if args.general:
+        decay = _general_decay(args)
         specs = DEFAULT_SPECS + ((_spec(args)[0],) if _spec_given(args) else ())
-        report = verify_general(specs, seed=args.seed, progress=_progress)
+        report = verify_general(specs, seed=args.seed, progress=_progress, weight_decay=decay)
         print(report_json(report) if args.json else report)
         return 0 if report.ok else 1
     spec, limit = _spec(args)

@@ -66,6 +66,13 @@ def add_train_parser(sub: Any) -> None:
         help=f"{' or '.join(LOSSES)}, or an expression in x (output) and y (target) such as "
         "'log(cosh(x - y))' (default: cross_entropy for classes, mse otherwise)",
     )
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="α ≥ 0: train on J + (α/2) Σ_k ‖W^k‖², derived and proven with it (default 0)",
+    )
     p.add_argument("--epochs", type=int, default=30, help="passes over the data (default 30)")
     p.add_argument("--batch-size", type=int, default=32, help="rows per SGD step (default 32)")
     p.add_argument("--lr", type=float, default=0.1, help="learning rate η (default 0.1)")
@@ -167,7 +174,7 @@ def spec_for(args: argparse.Namespace, data: Dataset) -> NetworkSpec:
     )
     try:
         loss = args.loss if args.loss is not None else ("cross_entropy" if classify else "mse")
-        spec = NetworkSpec(widths, acts, loss)
+        spec = NetworkSpec(widths, acts, loss, args.weight_decay)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
     check_fits(spec, data, "--widths")

@@ -84,5 +84,8 @@ def finite_difference_gradient(
 def reference_gradient_gap(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> float:
     """Largest |generated ∂L/∂θ − hand-written reference backprop| entry at ``params``."""
     _, grads = model.loss_and_grad(params, X, Y)
-    _, ref, _ = reference.loss_and_grad(params, model.spec.activations, model.spec.loss, X, Y)
+    spec = model.spec
+    _, ref, _ = reference.loss_and_grad(
+        params, spec.activations, spec.loss, X, Y, spec.weight_decay
+    )
     return max(float(np.max(np.abs(a - b))) for g, r in zip(grads, ref) for a, b in zip(g, r))

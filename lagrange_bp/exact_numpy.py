@@ -213,6 +213,10 @@ class Engine:
         total = np.sum(a.a, axis=axis, keepdims=keepdims)
         return _store(out, total, summed(a.deg, a.a.shape[axis]))
 
+    def vdot(self, a: FieldArray, b: FieldArray) -> ExactScalar:
+        """np.vdot: Σ a ⊙ b over every entry, a scalar (the weight decay's ‖W‖²)."""
+        return ExactScalar(int(np.sum(_mod(a.a * b.a))), summed(a.deg * b.deg, a.a.size))
+
     def max(self, a: FieldArray, axis: int, out: FieldArray, keepdims: bool = False) -> FieldArray:
         """The softmax shift: 0 (see the module docstring)."""
         return _store(out, 0, CONST)
@@ -280,6 +284,7 @@ def namespace(oracle: Oracle, constants: dict[float, sp.Basic]) -> tuple[dict[st
             "copyto",
             "matmul",
             "sum",
+            "vdot",
             "max",
             "power",
             "sqrt",

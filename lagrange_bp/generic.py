@@ -28,6 +28,7 @@ import sympy as sp
 from sympy import HadamardProduct, Lambda, MatMul, MatrixSymbol, OneMatrix, Trace
 
 from .functions import Activation, Loss
+from .lagrangian import ALPHA
 from .matrices import ARG_U, ARG_V, BATCH, elementwise, entrywise
 
 if TYPE_CHECKING:
@@ -125,9 +126,10 @@ class GenericDerivation:
     """The generic-layer equations, with σ and ℓ abstract."""
 
     interior_lagrangian: sp.Expr
+    decay: sp.Expr  # (α/2) Tr(W^kᵀ W^k) with weight decay, else 0
     forward: sp.Eq  # X^k = σ_k(Z^k)
     adjoint: sp.Eq  # Λ^k = W^{k+1ᵀ} G^{k+1}
-    weight_gradient: sp.Eq  # ∂L/∂W^k = −G^k X^{k-1ᵀ}
+    weight_gradient: sp.Eq  # ∂L/∂W^k = −G^k X^{k-1ᵀ} (+ α W^k with weight decay)
     bias_gradient: sp.Eq  # ∂L/∂b^k = −G^k 1
     vjp: sp.Eq  # G^k = σ'_k(Z^k) ⊙ Λ^k, σ abstract and elementwise
     output_adjoint: sp.Eq  # Λ^N = −(1/B) ∂ℓ/∂x (X^N, Y), ℓ abstract
@@ -191,17 +193,26 @@ def constraint(
 
 
 @cache
-def derive_generic() -> GenericDerivation:
-    """Differentiate the two windows of L and name each layer's G^k (see module doc)."""
+def derive_generic(weight_decay: bool = False) -> GenericDerivation:
+    """Differentiate the two windows of L and name each layer's G^k (see module doc).
+
+    ``weight_decay=True`` adds the objective's (α/2) Tr(W^kᵀ W^k) = (α/2) ‖W^k‖² to the window
+    (differentiated on its own: SymPy's derivative of a sum of traces can be silently 0).
+    """
+    if not isinstance(weight_decay, bool):
+        raise TypeError(f"weight_decay must be True or False, got {weight_decay!r}")
     s = LAYER
     L = Trace(
         constraint(s.Lam, s.X, SIGMA_K, s.Z)
         + constraint(s.Lam_next, s.X_next, SIGMA_NEXT, s.Z_next)
     )
+    penalty = ALPHA / 2 * Trace(s.W.T * s.W) if weight_decay else sp.S.Zero
     d_lam, d_x = normalize(L.diff(s.Lam)), normalize(L.diff(s.X))
     forward_rhs = normalize(s.X - d_lam)  # ∂L/∂Λ^k = X^k − σ_k(Z^k)
     adjoint_raw = solve_identity(d_x, s.Lam)
     dW_raw, db_raw = normalize(L.diff(s.W)), normalize(L.diff(s.b))
+    if weight_decay:
+        dW_raw = normalize(dW_raw + penalty.diff(s.W))
     H_next, H = find_hadamard(adjoint_raw, s.Lam_next), find_hadamard(dW_raw, s.Lam)
     adjoint = adjoint_raw.xreplace({H_next: s.G_next})
     dW, db = dW_raw.xreplace({H: s.G}), db_raw.xreplace({H: s.G})
@@ -212,6 +223,7 @@ def derive_generic() -> GenericDerivation:
     lam_n = entrywise(index["lambda_lifted"], s.X, s.Y)
     return GenericDerivation(
         interior_lagrangian=L,
+        decay=penalty,
         forward=sp.Eq(s.X, forward_rhs, evaluate=False),
         adjoint=sp.Eq(s.Lam, adjoint, evaluate=False),
         weight_gradient=sp.Eq(sp.Symbol("∂L/∂W^k"), dW, evaluate=False),

@@ -807,6 +807,11 @@ def grade(
     decided here from the arrays they return."""
     if not isinstance(spec, NetworkSpec):
         raise TypeError(f"spec must be a lagrange_bp.NetworkSpec, got {type(spec).__name__}")
+    if spec.weight_decay:
+        raise ValueError(
+            f"the rules are those of the objective without weight decay (the weight_gradient "
+            f"candidate gets no W); give a spec with weight_decay=0, not {spec.weight_decay!r}"
+        )
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if not (isinstance(timeout, (int, float)) and 0 < timeout <= 3600):

@@ -22,6 +22,7 @@ from sympy import MatrixSymbol
 from .codegen import Buffers, KernelPrinter, compile_source
 from .functions import Activation, Loss, get_activation, get_loss
 from .generic import LAYER, N_K, N_NEXT, N_PREV, GenericDerivation, derive_generic
+from .lagrangian import ALPHA
 from .matrices import BATCH, Entrywise, entrywise
 from .spec import NetworkSpec
 
@@ -80,7 +81,8 @@ class Assembler:
 
     def __init__(self, spec: NetworkSpec) -> None:
         self.spec = spec
-        self.g: GenericDerivation = derive_generic()
+        self.g: GenericDerivation = derive_generic(bool(spec.weight_decay))
+        self.alpha = sp.Rational(spec.decay.numerator, spec.decay.denominator)
         self.acts: list[Activation] = [get_activation(a) for a in spec.activations]
         self.loss: Loss = get_loss(spec.loss)
         self.buffers = Buffers()
@@ -172,8 +174,10 @@ class Assembler:
         gW = self.buffers.declare(f"gW{k}", (w[k], w[k - 1]))
         gb = self.buffers.declare(f"gb{k}", (w[k],))
         dW = sp.transpose(to_rows(g.weight_gradient.rhs)).doit()  # W keeps its (n_k, n_{k-1})
+        dW = dW.xreplace({ALPHA: self.alpha})
         db = to_rows(g.bias_gradient.rhs)  # a row: the array b^k of shape (n_k,)
-        code.grads.append(self.block(f"∂L/∂W^{k} = −G^{k}ᵀ X^{k - 1}", gW, dW))
+        decay = f" + α W^{k}, α = {self.spec.weight_decay!r}" if self.spec.weight_decay else ""
+        code.grads.append(self.block(f"∂L/∂W^{k} = −G^{k}ᵀ X^{k - 1}{decay}", gW, dW))
         code.grads.append(self.block(f"∂L/∂b^{k} = −1ᵀ G^{k}", gb, db))
         code.update.append(
             self.block(f"W^{k} ← W^{k} − η ∂L/∂W^{k}", f"W{k}", (s.W - ETA * dW).doit(), (gW,))
@@ -188,6 +192,18 @@ class Assembler:
         for k in range(1, self.spec.depth + 1):
             self.layers[k] = self.layer(k)
         return self.layers
+
+    def decay_block(self) -> Block:
+        """J += (α/2) Σ_k ‖W^k‖²: the objective's weight decay term (not derived: defined)."""
+        n, w = self.spec.depth, self.spec.widths
+        W = [MatrixSymbol(f"W{k}", w[k], w[k - 1]) for k in range(1, n + 1)]
+        half = self.printer.scalar(self.alpha / 2)
+        norms = " + ".join(f"np.vdot(W{k}, W{k})" for k in range(1, n + 1))
+        return Block(
+            f"J += (α/2) Σ_k ‖W^k‖², α = {self.spec.weight_decay!r} (biases are not decayed)",
+            [f"loss += {half} * ({norms})"],
+            self.alpha / 2 * sp.Add(*[sp.Trace(Wk.T * Wk) for Wk in W]),
+        )
 
 
 def _forward_label(act: Activation, k: int) -> str:
@@ -250,6 +266,8 @@ def build_kernels(spec: NetworkSpec) -> tuple[dict[str, Kernel], dict[str, tuple
     assert asm.loss_block is not None
     forward = [b for k in range(1, n + 1) for b in layers[k].forward]
     loss: list[Block | str] = [asm.loss_block, "loss = np.sum(loss_terms) / B"]
+    if spec.weight_decay:
+        loss.append(asm.decay_block())
 
     def backward(per_layer: str | None) -> list[Block | str]:
         """G^N, then per layer k = N..1: Λ^{k-1} and G^{k-1} (from W^k before any update of

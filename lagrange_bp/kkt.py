@@ -25,7 +25,14 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .functions import Activation, get_loss
-from .lagrangian import Symbols, lagrangian, layer_activations, make_symbols, preactivation
+from .lagrangian import (
+    Symbols,
+    decay,
+    lagrangian,
+    layer_activations,
+    make_symbols,
+    preactivation,
+)
 from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
 
 
@@ -109,7 +116,7 @@ def _total_derivative(
     as x^k, z written out), and the plain form with z written out (the forward conditions))."""
     n = spec.depth
     loss = get_loss(spec.loss).apply(list(sym.x[n]), list(sym.y))
-    terms = [loss]
+    terms = [loss, *decay(spec, sym)]
     for k in range(1, n + 1):
         sigma_z = acts[k].apply(list(sym.z[k]))
         terms += [li * (xi - si) for li, xi, si in zip(sym.lam[k], sym.x[k], sigma_z)]

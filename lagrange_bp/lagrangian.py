@@ -1,6 +1,8 @@
 """Step 3: the symbols of one sample and the Lagrangian of CONVENTIONS §1 (B = 1).
 
-L = ℓ(y, x^N) + Σ_k λ^kᵀ (x^k − σ_k(W^k x^{k-1} + b^k)),  k = 1..N.
+L = ℓ(y, x^N) + Σ_k λ^kᵀ (x^k − σ_k(W^k x^{k-1} + b^k)),  k = 1..N,
+plus (α/2) Σ_k ‖W^k‖² when the spec has a weight decay α (the symbol ``ALPHA``; its value
+enters only the kernels, so that the proofs hold for every α).
 
 Every entry is its own SymPy Symbol, named as printed for a reader: ``x^1[2]`` is x^1_2,
 ``W^2[1,3]`` is W^2_{13}, ``λ^2[1]`` is λ^2_1 (entries 1-based, layers k = 1..N, x^0 the input).
@@ -30,6 +32,9 @@ class Symbols:
 
 
 _GREEK = {"λ": r"\lambda"}
+
+#: the weight decay α of the objective's (α/2) Σ_k ‖W^k‖²
+ALPHA = sp.Symbol("α", nonnegative=True)
 
 
 class Entry(sp.Symbol):
@@ -91,12 +96,21 @@ def preactivation(sym: Symbols, k: int) -> list[sp.Expr]:
     return list(sym.W[k] * sym.x[k - 1] + sym.b[k])
 
 
+def decay(spec: NetworkSpec, sym: Symbols) -> list[sp.Expr]:
+    """The terms (α/2) (W^k_ij)² of the objective's weight decay (α/2) Σ_k ‖W^k‖², one per
+    weight (so that ∂/∂W^k_ij reads one term); none when the spec has no weight decay."""
+    if not spec.weight_decay:
+        return []
+    return [ALPHA / 2 * w**2 for k in sym.W for w in sym.W[k]]
+
+
 def lagrangian(
     spec: NetworkSpec, sym: Symbols, activations: dict[int, Activation]
 ) -> tuple[sp.Expr, sp.Expr]:
-    """L and the loss ℓ(y, x^N); each layer adds λ^kᵀ c^k with c^k = x^k − σ_k(z^k)."""
+    """L and the loss ℓ(y, x^N); L has the weight decay terms, if any, and each layer adds
+    λ^kᵀ c^k with c^k = x^k − σ_k(z^k)."""
     loss = get_loss(spec.loss).apply(list(sym.x[spec.depth]), list(sym.y))
-    terms = [loss]
+    terms = [loss, *decay(spec, sym)]
     for k in range(1, spec.depth + 1):
         sigma_z = activations[k].apply(preactivation(sym, k))
         terms += [li * (xi - si) for li, xi, si in zip(sym.lam[k], sym.x[k], sigma_z)]

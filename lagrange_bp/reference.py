@@ -142,9 +142,17 @@ def forward(
 
 
 def loss_and_grad(
-    params: Params, activations: tuple[str, ...], loss: str, X: np.ndarray, Y: np.ndarray
+    params: Params,
+    activations: tuple[str, ...],
+    loss: str,
+    X: np.ndarray,
+    Y: np.ndarray,
+    weight_decay: float = 0.0,
 ) -> tuple[float, Params, list[np.ndarray]]:
-    """J, ∇J by the chain rule, and λ^k = −∂J/∂x^k, k = 1..N (lists in layer order)."""
+    """J, ∇J by the chain rule, and λ^k = −∂J/∂x^k, k = 1..N (lists in layer order).
+
+    With ``weight_decay`` α, J += (α/2) Σ_k ‖W^k‖² and ∂J/∂W^k += α W^k (biases not decayed).
+    """
     zs, xs = forward(params, activations, X)
     n, B = len(params), len(X)
     f, df = loss_terms(loss, xs[n], Y)
@@ -152,11 +160,12 @@ def loss_and_grad(
     grads: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for k in range(n, 0, -1):
         delta = -vjp(activations[k - 1], zs[k], xs[k], lam[k])  # δ^k = ∂J/∂z^k
-        grads[k] = (delta.T @ xs[k - 1], delta.sum(axis=0))
+        grads[k] = (delta.T @ xs[k - 1] + weight_decay * params[k - 1][0], delta.sum(axis=0))
         if k > 1:
             lam[k - 1] = -(delta @ params[k - 1][0])
+    penalty = weight_decay / 2 * sum(float(np.vdot(W, W)) for W, _ in params)
     return (
-        float(f.sum()) / B,
+        float(f.sum()) / B + penalty,
         [grads[k] for k in range(1, n + 1)],
         [lam[k] for k in range(1, n + 1)],
     )

@@ -34,9 +34,10 @@ def _condition(d: Derivation, var: sp.Symbol) -> sp.Expr:
 def _header(d: Derivation) -> str:
     s = d.spec
     layers = f"{s.depth} layer" + ("s" if s.depth != 1 else "")
+    decay = f", weight decay α = {s.weight_decay!r}" if s.weight_decay else ""
     return (
         f"network {'-'.join(map(str, s.widths))} (N = {layers}), activations "
-        f"{', '.join(s.activations)}, loss {s.loss}; one sample"
+        f"{', '.join(s.activations)}, loss {s.loss}{decay}; one sample"
     )
 
 
@@ -45,7 +46,9 @@ def to_text(d: Derivation) -> str:
     lam_of = {x: lam for k in d.symbols.lam for x, lam in zip(d.symbols.x[k], d.symbols.lam[k])}
     out = [
         f"Lagrangian of the {_header(d)}:",
-        "  L = ℓ(y, x^N) + Σ_k λ^kᵀ (x^k − σ_k(z^k))",
+        "  L = ℓ(y, x^N)"
+        + (" + (α/2) Σ_k ‖W^k‖²" if d.spec.weight_decay else "")
+        + " + Σ_k λ^kᵀ (x^k − σ_k(z^k))",
         f"    = {_short(d, d.lagrangian)}",
         "where z^k = W^k x^{k-1} + b^k:",
         *[f"  {eq.lhs} = {eq.rhs}" for eq in d.preactivations],
@@ -140,6 +143,7 @@ def to_json(d: Derivation) -> str:
             "widths": list(d.spec.widths),
             "activations": list(d.spec.activations),
             "loss": d.spec.loss,
+            "weight_decay": d.spec.weight_decay,
         },
         "lagrangian": {"text": str(_short(d, d.lagrangian)), "latex": latex_of(d, d.lagrangian)},
         "preactivations": [  # written out: shortening W x + b to z would print z = z

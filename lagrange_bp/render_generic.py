@@ -391,7 +391,7 @@ def sections(g: GenericDerivation) -> list[tuple[str, list[tuple[str, sp.Basic, 
     return [
         (
             "Generic layer k, any N and widths, batch B (samples are columns)",
-            [("L", g.interior_lagrangian, _words("the terms of L with layer k and k+1 states"))],
+            [("L", g.interior_lagrangian + g.decay, _words(_lagrangian_note(g)))],
         ),
         ("1. ∂L/∂Λ^k = 0 gives the forward pass", [("X^k", g.forward.rhs, none)]),
         (
@@ -428,6 +428,20 @@ def sections(g: GenericDerivation) -> list[tuple[str, list[tuple[str, sp.Basic, 
 
 
 Row = tuple[str, sp.Basic, Note]
+
+#: the weight decay line of the algorithm: (text, LaTeX)
+DECAY_STEP = (
+    "∂L/∂W^k above gets + α W^k: J has (α/2) Σ_k ‖W^k‖² (biases are not decayed)",
+    r"\frac{\partial \mathcal{L}}{\partial W^{(k)}} \mathrel{+}= \alpha W^{(k)}: \quad J"
+    r" \text{ has } \frac{\alpha}{2} \sum_k \left\| W^{(k)} \right\|^2 \text{ (biases are"
+    r" not decayed)}",
+)
+
+
+def _lagrangian_note(g: GenericDerivation) -> str:
+    if g.decay != 0:
+        return "the terms of L with layer k and k+1 states, and J's weight decay term of W^k"
+    return "the terms of L with layer k and k+1 states"
 
 
 def vjp_row(act: Activation) -> Row:
@@ -531,12 +545,14 @@ def render_generic(fmt: str = "text", g: GenericDerivation | None = None) -> str
             )
         out.append("")
     head = "The backpropagation algorithm that follows"
+    decay = g.decay != 0
     if fmt == "text":
         out += [head + ":"] + [f"  {line}" for line in ALGORITHM]
-    elif fmt == "markdown":
-        out += [f"### {head}", "", "$$", algorithm_latex(), "$$"]
+        out += [f"  {'decay:':10}{DECAY_STEP[0]}"] if decay else []
     else:
-        out += [f"% {head}", algorithm_latex()]
+        steps = algorithm_rows() + ([rf"\text{{decay:}} \quad & {DECAY_STEP[1]}"] if decay else [])
+        tex = "\\begin{align*}\n" + " \\\\\n".join(steps) + "\n\\end{align*}"
+        out += [f"### {head}", "", "$$", tex, "$$"] if fmt == "markdown" else [f"% {head}", tex]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -910,10 +910,22 @@ def _concrete_blocks(d: Derivation, report: Report, g: GenericDerivation) -> lis
     ]
 
 
+def _plain_objective(d: Derivation) -> None:
+    """The document is written per sample, L = Σ_i L_i; a weight decay term belongs to no
+    sample, so a spec with one is refused (its equations print with ``derive``)."""
+    if d.spec.weight_decay:
+        raise ValueError(
+            "the printable document covers the objective without weight decay; for "
+            f"{d.spec.describe()} print the equations (derive without --output) or the generic "
+            "layer with weight decay (derive --general --weight-decay ALPHA --output ...)"
+        )
+
+
 def latex_document(d: Derivation, report: Report) -> str:
     """A complete LaTeX document (pdflatex, amsmath) for the derivation ``d`` and its proof."""
     from .generic import derive_generic
 
+    _plain_objective(d)
     return to_latex(tex_escape(_title(d)), _concrete_blocks(d, report, derive_generic()))
 
 
@@ -921,6 +933,7 @@ def markdown_page(d: Derivation, report: Report) -> str:
     """The same document as a Markdown page with $ and $$ math, the proof verbatim."""
     from .generic import derive_generic
 
+    _plain_objective(d)
     return to_markdown(markdown_text(_title(d)), _concrete_blocks(d, report, derive_generic()))
 
 

@@ -138,6 +138,11 @@ def check_rule(
     """
     if not isinstance(spec, NetworkSpec):
         raise TypeError(f"spec must be a lagrange_bp.NetworkSpec, got {type(spec).__name__}")
+    if spec.weight_decay:
+        raise ValueError(
+            f"the rules are those of the objective without weight decay (the weight_gradient "
+            f"candidate gets no W); give a spec with weight_decay=0, not {spec.weight_decay!r}"
+        )
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
     if layout not in ("rows", "columns"):

@@ -23,8 +23,10 @@ solver="sgd"                      optimizer "nesterov" (``nesterovs_momentum=Tru
 solver="adam"                     optimizer "adam" (``beta_1``, ``beta_2``, ``epsilon``) ≠ ε
 solver="momentum"/"nesterov"      the package's optimizer of that name, with ``momentum``
 solver="lbfgs"                    not supported ≠
-alpha                             must be 0.0 (default 0.0 ≠ 1e-4): no L2 term in the
-                                  derived objective yet
+alpha                             L2 penalty: ``NetworkSpec.weight_decay`` α = alpha / batch
+                                  size (scikit-learn's batch objective adds
+                                  alpha/(2 n_batch) Σ‖W‖²), fixed at the first fit; default
+                                  0.0 ≠ 1e-4
 batch_size                        "auto" = min(200, n_samples), as scikit-learn
 learning_rate_init                lr η (constant; no ``learning_rate`` schedules ≠)
 max_iter                          epochs
@@ -46,6 +48,7 @@ epoch, which on digits cost as much as the epoch itself.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import threading
@@ -292,12 +295,6 @@ class _LagrangeMLP(BaseEstimator):
             )
         if not _is_real(self.alpha) or self.alpha < 0:
             raise ValueError(f"alpha must be a non-negative number, got {self.alpha!r}")
-        if self.alpha > 0:
-            raise ValueError(
-                f"alpha={self.alpha!r}: an L2 penalty (weight decay) is not supported yet, since "
-                f"it is not part of the derived objective (the Lagrangian has no penalty term); "
-                f"use alpha=0.0"
-            )
         batch: Any = self.batch_size
         if not (batch == "auto" or (_is_int(batch) and batch >= 1)):
             raise ValueError(f"batch_size must be 'auto' or a positive integer, got {batch!r}")
@@ -353,11 +350,13 @@ class _LagrangeMLP(BaseEstimator):
             seed=_seed(random_state),
         )
 
-    def _spec(self, config: _Config, n_features: int, n_outputs: int) -> NetworkSpec:
+    def _spec(
+        self, config: _Config, n_features: int, n_outputs: int, decay: float
+    ) -> NetworkSpec:
         widths = (n_features, *config.hidden, n_outputs)
         hidden = (config.activation,) * len(config.hidden)
         try:
-            return NetworkSpec(widths, (*hidden, self._output_activation), self._loss)
+            return NetworkSpec(widths, (*hidden, self._output_activation), self._loss, decay)
         except ValueError as exc:
             names = ", ".join(["logistic", *ACTIVATIONS])
             raise ValueError(
@@ -382,16 +381,8 @@ class _LagrangeMLP(BaseEstimator):
         fitted = hasattr(self, "coefs_")
         first = not fitted or (not incremental and not self.warm_start)
         X, Y, classes = self._targets(X, y, first=first, incremental=incremental)
-        spec = self._spec(config, X.shape[1], Y.shape[1])
-        if not first and spec != self.spec_:
-            how = "partial_fit" if incremental else "warm_start=True"
-            raise ValueError(
-                f"{how} continues the fitted network {self.spec_.describe()}, but the "
-                f"parameters and data now give {spec.describe()}; refit with warm_start=False"
-            )
-        model = _compiled(spec, config.dtype)
-        X = np.ascontiguousarray(X, dtype=model.dtype)
-        Y = np.ascontiguousarray(Y, dtype=model.dtype)
+        X = np.ascontiguousarray(X, dtype=config.dtype)
+        Y = np.ascontiguousarray(Y, dtype=config.dtype)
 
         if self.early_stopping:
             X, X_val, Y, Y_val = train_test_split(
@@ -415,6 +406,18 @@ class _LagrangeMLP(BaseEstimator):
                 UserWarning,
                 stacklevel=3,
             )
+        # scikit-learn's batch objective is mean ℓ + alpha/(2 n_batch) Σ‖W‖²: the derived
+        # objective's α is alpha / batch, fixed at the first fit (warm starts keep it)
+        spec = self._spec(config, X.shape[1], Y.shape[1], self.alpha / batch)
+        if not first:
+            spec = dataclasses.replace(spec, weight_decay=self.spec_.weight_decay)
+            if spec != self.spec_:
+                how = "partial_fit" if incremental else "warm_start=True"
+                raise ValueError(
+                    f"{how} continues the fitted network {self.spec_.describe()}, but the "
+                    f"parameters and data now give {spec.describe()}; refit with warm_start=False"
+                )
+        model = _compiled(spec, config.dtype)
         check_memory(spec, batch, model.dtype.itemsize)
 
         if first:

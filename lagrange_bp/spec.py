@@ -1,13 +1,17 @@
 """Step 1 of the pipeline: the network to derive, validated at the public boundary.
 
-An N-layer perceptron x^k = σ_k(W^k x^{k-1} + b^k), k = 1..N, with widths n_0..n_N and a
-per-sample loss ℓ(y, x^N) (CONVENTIONS §1).
+An N-layer perceptron x^k = σ_k(W^k x^{k-1} + b^k), k = 1..N, with widths n_0..n_N, a
+per-sample loss ℓ(y, x^N) and an optional weight decay α: the objective is
+J = (1/B) Σ_i ℓ(y⁽ⁱ⁾, x^{N,(i)}) + (α/2) Σ_k ‖W^k‖² (biases are not decayed; CONVENTIONS §1).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from .functions import ACTIVATIONS, LOSSES, get_activation, get_loss
 from .numerics import check_loss
@@ -26,22 +30,31 @@ class NetworkSpec:
     expressions in z; ``loss`` a built-in name or an expression in x and y. Expressions are
     parsed safely and stored in canonical form (``"log(1 + exp(z))"`` becomes
     ``"log(exp(z) + 1)"``); one that cannot be compiled is refused here with ``ValueError``.
+    ``weight_decay`` is α ≥ 0 of the objective's (α/2) Σ_k ‖W^k‖² (0: no such term).
     """
 
     widths: tuple[int, ...]
     activations: tuple[str, ...]
     loss: str = "mse"
+    weight_decay: float = 0.0
 
     def __init__(
         self,
         widths: Sequence[int],
         activations: str | Sequence[str] = "sigmoid",
         loss: str = "mse",
+        weight_decay: float = 0.0,
     ) -> None:
         object.__setattr__(self, "widths", _check_widths(widths))
         n_layers = len(self.widths) - 1
         object.__setattr__(self, "activations", _check_activations(activations, n_layers))
         object.__setattr__(self, "loss", _check_loss(loss, self.activations))
+        object.__setattr__(self, "weight_decay", _check_weight_decay(weight_decay))
+
+    @property
+    def decay(self) -> Fraction:
+        """α as the exact rational its decimal form reads (0.01 is 1/100), for exact proofs."""
+        return Fraction(repr(self.weight_decay))
 
     @property
     def depth(self) -> int:
@@ -63,7 +76,8 @@ class NetworkSpec:
         records = [get_activation(a) for a in self.activations]
         joint = "/" if all(r.builtin for r in records) else " | "  # "/" is also division
         acts = joint.join(r.text for r in records)
-        return f"{'-'.join(map(str, self.widths))}, {acts}, {get_loss(self.loss).text}"
+        decay = f", weight decay {self.weight_decay!r}" if self.weight_decay else ""
+        return f"{'-'.join(map(str, self.widths))}, {acts}, {get_loss(self.loss).text}{decay}"
 
     def check_exact_size(self, max_weights: int | None = MAX_EXACT_WEIGHTS) -> None:
         """Raise ``ValueError`` when an exact elementwise derivation would be too large.
@@ -155,6 +169,15 @@ def _check_loss(loss: object, activations: tuple[str, ...]) -> str:
     if not record.builtin:
         check_loss(record, output)
     return record.key
+
+
+def _check_weight_decay(alpha: object) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"weight_decay must be a number α ≥ 0, got {type(alpha).__name__}")
+    alpha = float(alpha)
+    if not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"weight_decay must be a finite number α ≥ 0, got {alpha!r}")
+    return alpha
 
 
 def _shown(name: str) -> str:

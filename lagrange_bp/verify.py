@@ -25,7 +25,7 @@ import sympy as sp
 from .field import CONST, FRESH, Degenerate, Evaluator, Oracle, P, Value, retry, seed_value
 from .functions import Activation, get_activation, get_loss
 from .kkt import Derivation, derive
-from .lagrangian import layer_activations, preactivation
+from .lagrangian import ALPHA, decay, layer_activations, preactivation
 from .model import Model
 from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
 
@@ -168,6 +168,8 @@ def check_adjoint(d: Derivation) -> tuple[bool, str]:
 
 def _random_point(d: Derivation, rng: random.Random) -> dict[sp.Symbol, int]:
     data = list(d.input) + list(d.target) + d.param_symbols()
+    if d.spec.weight_decay:  # α too is a random point: the identity holds for every α
+        data.append(ALPHA)
     return {s: rng.randrange(P) for s in data}
 
 
@@ -187,11 +189,13 @@ def _chain_rule_side(
     oracle: Oracle,
     direction: dict[sp.Symbol, int] | None = None,
 ) -> tuple[list[int], int]:
-    """∂J/∂θ by exact forward-mode (dual numbers) through the composed loss J(θ): every
-    partial (one tangent per parameter), or, given a direction v, the single dJ(θ + t v)/dt."""
+    """∂J/∂θ by exact forward-mode (dual numbers) through the composed loss J(θ) (plus its
+    weight decay term): every partial (one tangent per parameter), or, given a direction v,
+    the single dJ(θ + t v)/dt."""
     params = d.param_symbols()
     dims = 1 if direction is not None else len(params)
-    env: dict[sp.Symbol, Value] = {s: seed_value(point[s]) for s in list(d.input) + list(d.target)}
+    data = [s for s in point if s not in set(params)]  # x⁰, y and α
+    env: dict[sp.Symbol, Value] = {s: seed_value(point[s]) for s in data}
     for i, p in enumerate(params):
         if direction is None:
             env[p] = seed_value(point[p], i, dims)
@@ -210,6 +214,8 @@ def _chain_rule_side(
     u = sp.symbols(f"u1:{len(x) + 1}", real=True)
     head = Evaluator(dict(zip(u, x)) | {s: env[s] for s in d.target}, oracle, dims)
     loss = head(get_loss(d.spec.loss).apply(u, list(d.target)))
+    if d.spec.weight_decay:
+        loss = ev._add(loss, ev(sp.Add(*decay(d.spec, d.symbols))))
     return loss.t or [0] * dims, max(max_deg, head.max_deg, ev.max_deg)
 
 
@@ -363,8 +369,8 @@ def verify(
         ),
         timed_step(
             "c",
-            "at the KKT point ∂L/∂θ = ∂J/∂θ (chain rule through J(θ) = ℓ(y, x^N(θ))) "
-            "for every W and b entry",
+            "at the KKT point ∂L/∂θ = ∂J/∂θ (chain rule through J(θ) = ℓ(y, x^N(θ))"
+            f"{_decay_claim(spec)}) for every W and b entry",
             rand + ", reference: exact forward-mode dual numbers",
             lambda: check_gradients(concrete, trials, seed),
             progress,
@@ -387,6 +393,10 @@ def verify(
         ),
     ]
     return report
+
+
+def _decay_claim(spec: NetworkSpec) -> str:
+    return " + (α/2) Σ_k ‖W^k‖², for every α" if spec.weight_decay else ""
 
 
 def _abstract_checks(d: Derivation, trials: int, seed: int) -> tuple[bool, str]:

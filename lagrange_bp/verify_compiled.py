@@ -3,7 +3,8 @@
 Every generated kernel (forward, adjoint, loss_and_grad, sgd_step, loss) is executed *from its
 source, exactly as ``model.source()`` shows it*, over GF(p) (``exact_numpy``), at the model's
 widths and a batch of B = 2 random samples, and every output is compared with an independent
-exact reference: the composed loss J(θ) = (1/B) Σ ℓ(y, x^N(θ)) evaluated with forward-mode dual
+exact reference: the composed loss J(θ) = (1/B) Σ ℓ(y, x^N(θ)) (+ (α/2) Σ_k ‖W^k‖² with weight
+decay, α the exact rational of its decimal form) evaluated with forward-mode dual
 numbers (``field``), from the activation and loss records' definitions (their stable forms,
 which the kernels print), never from the derived equations or the printed code.
 
@@ -34,7 +35,7 @@ import numpy as np
 import sympy as sp
 
 from .exact_numpy import ExactScalar, FieldArray, namespace, random_array, summed
-from .field import CONST, FRESH, Deg, Degenerate, Evaluator, Oracle, P, Value, retry
+from .field import CONST, FRESH, Deg, Degenerate, Evaluator, Oracle, P, Value, number, retry
 from .functions import X_VAR, Y_VAR, Z_VAR, Activation, get_activation, get_loss
 from .matrices import ARG_U, ARG_V, ARG_W, BATCH, Entrywise, LogSoftmax
 from .model import Model, available_memory
@@ -73,6 +74,7 @@ class Reference:
         self.spec, self.oracle = spec, oracle
         self.acts = [get_activation(a) for a in spec.activations]
         self.loss = get_loss(spec.loss)
+        self.alpha = number(sp.Rational(spec.decay.numerator, spec.decay.denominator))
         self.max_deg = 0
 
     # --- the forward pass, with each layer's local derivative --------------------------
@@ -154,6 +156,8 @@ class Reference:
                 env[ARG_W] = Value(int(w[index]), FRESH)
             total += self._evaluate(terms.function.expr, env).v
         self.J = total * pow(x.shape[0], P - 2, P) % P
+        half = self.alpha * pow(2, P - 2, P)  # + (α/2) Σ_k ‖W^k‖², the weight decay
+        self.J = (self.J + half * sum(_dot(W, W) for W, _ in self.params)) % P
 
     def _log_softmax(self, z: np.ndarray) -> np.ndarray:
         out = np.empty_like(z)
@@ -189,11 +193,13 @@ class Reference:
         return self._dJ(self._through(k, U))
 
     def along_param(self, k: int, which: int, V: np.ndarray) -> int:
-        """dJ/dt for W^k + t V (which = 0) or b^k + t V (which = 1)."""
+        """dJ/dt for W^k + t V (which = 0; with the weight decay's α ⟨W^k, V⟩) or b^k + t V
+        (which = 1)."""
         tz = (
             _matmul(self.x[k - 1], V.T) if which == 0 else _mod(np.broadcast_to(V, self.z[k].shape))
         )
-        return self._dJ(self._through(k, self._local(k, tz)))
+        decay = self.alpha * _dot(self.params[k - 1][0], V) if which == 0 else 0
+        return (self._dJ(self._through(k, self._local(k, tz))) + decay) % P
 
 
 def _random(rng: random.Random, shape: tuple[int, ...]) -> np.ndarray:

@@ -17,6 +17,7 @@ differentiable σ and ℓ, every N and every width.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 
@@ -42,6 +43,7 @@ from .generic import (
     vjp_for,
 )
 from .kkt import Derivation, derive
+from .lagrangian import ALPHA
 from .matrices import BATCH, Entrywise, elementwise
 from .primitives import explicit
 from .spec import NetworkSpec
@@ -113,9 +115,16 @@ def check_gradients(g: GenericDerivation) -> tuple[bool, str]:
     P = MatrixSymbol("P^k", N_K, BATCH)
     for name, param in (("weight_gradient", LAYER.W), ("bias_gradient", LAYER.b)):
         chain = _chain_rule_vjp(SIGMA_K, LAYER.W, LAYER.X_prev, LAYER.b, P, param)
+        if g.decay != 0:  # J's own term (α/2) Tr(W^kᵀ W^k), differentiated apart (module doc)
+            chain = chain + g.decay.diff(param)
         derived = g.raw[name].xreplace({LAYER.Lam: -P})
         if not is_zero(derived - chain):
             return False, f"∂L/∂{param} = {_shown(derived)} but ∂J/∂{param} = {_shown(chain)}"
+    if g.decay != 0:
+        return True, (
+            "∂L/∂W^k = −G^k X^{k-1}ᵀ + α W^k = ∂J/∂W^k (J with (α/2) Σ_k ‖W^k‖², α any) and "
+            "∂L/∂b^k = −G^k 1 = ∂J/∂b^k"
+        )
     return True, "∂L/∂W^k = −G^k X^{k-1}ᵀ = ∂J/∂W^k and ∂L/∂b^k = −G^k 1 = ∂J/∂b^k"
 
 
@@ -319,7 +328,8 @@ def _compare_instance(
 ) -> tuple[bool, str]:
 
     def attempt() -> tuple[bool, str]:
-        point = {s: rng.randrange(P) for s in list(d.input) + list(d.target) + d.param_symbols()}
+        data = list(d.input) + list(d.target) + d.param_symbols()
+        point = {s: rng.randrange(P) for s in data + ([ALPHA] if spec.weight_decay else [])}
         ev = Evaluator({s: seed_value(v) for s, v in point.items()}, Oracle(rng.randrange(2**64)))
         for eq in d.forward + d.adjoint:
             ev.env[eq.lhs] = ev(eq.rhs)
@@ -360,12 +370,18 @@ def verify_general(
     seed: int = 0,
     progress: Progress | None = None,
     derivation: GenericDerivation | None = None,
+    weight_decay: bool = False,
 ) -> Report:
-    """The general proof (any N, any widths) and its check against concrete derivations."""
+    """The general proof (any N, any widths) and its check against concrete derivations;
+    ``weight_decay=True`` proves the objective with (α/2) Σ_k ‖W^k‖² (for every α), checked
+    against the specs with α = 1/100."""
     start = time.perf_counter()
-    g = derivation if derivation is not None else derive_generic()
+    g = derivation if derivation is not None else derive_generic(weight_decay)
+    if weight_decay:
+        specs = tuple(dataclasses.replace(spec, weight_decay=0.01) for spec in specs)
     report = Report(
-        "General proof (any depth N, any widths n_k, any batch size B)",
+        "General proof (any depth N, any widths n_k, any batch size B"
+        + (", weight decay α)" if g.decay != 0 else ")"),
         derive_seconds=time.perf_counter() - start,
     )
     exact = "exact symbolic identity (SymPy calculus, σ and ℓ undefined, symbolic sizes)"

@@ -67,6 +67,7 @@ def test_derive_json(capsys: pytest.CaptureFixture[str]) -> None:
         "widths": [3, 2],
         "activations": ["softmax"],
         "loss": "cross_entropy",
+        "weight_decay": 0.0,
     }
     assert doc["adjoint"][0] == {
         "lhs": "λ^1[1]",

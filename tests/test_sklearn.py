@@ -35,13 +35,12 @@ ESTIMATORS = [
 
 
 def expected_failed_checks(estimator: Any) -> dict[str, str]:
-    if isinstance(estimator, LagrangeMLPRegressor):
+    if isinstance(estimator, LagrangeMLPRegressor) and estimator.solver == "sgd":
         return {
             "check_regressors_train": (
-                "the check sets alpha=0.01 on any regressor with an alpha (it is written for "
-                "linear models), and alpha > 0 is refused: weight decay is not in the derived "
-                "objective; test_regressor_trains_as_check_regressors_train runs the check's "
-                "steps with alpha=0"
+                "20 epochs of SGD at η = 0.001 (the rate the checks with unscaled targets need) "
+                "do not reach R² > 0.5; test_regressor_trains_as_check_regressors_train runs the "
+                "check's steps, alpha=0.01 included, at η = 0.1"
             )
         }
     return {}
@@ -308,19 +307,20 @@ def test_digits_accuracy_above_95_percent() -> None:
 
 
 def test_regressor_trains_as_check_regressors_train() -> None:
-    """scikit-learn's check_regressors_train, with alpha left at 0 (the check sets 0.01)."""
+    """scikit-learn's check_regressors_train (alpha=0.01 as the check sets it) at η = 0.1."""
     X, y = make_regression(
         n_samples=200, n_features=10, n_informative=1, bias=5.0, noise=20, random_state=42
     )
     X, y = StandardScaler().fit_transform(X), (y - y.mean()) / y.std()
     for dtype in (np.float64, np.float32):
-        reg = LagrangeMLPRegressor(**SGD, random_state=0)
+        reg = LagrangeMLPRegressor(**SGD, alpha=0.01, random_state=0)
         with pytest.raises(ValueError, match="inconsistent numbers of samples"):
             reg.fit(X.astype(dtype), y[:-1])
         quiet(reg, X.astype(dtype), y)
         quiet(reg, X.astype(dtype).tolist(), y.tolist())
         assert reg.predict(X).shape == y.shape
         assert reg.score(X, y) > 0.5
+
 
 
 def test_regressor_outputs(regression: tuple[np.ndarray, np.ndarray]) -> None:
@@ -387,7 +387,6 @@ def test_derivation_is_lazy_and_none_above_the_exact_limit(
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"alpha": 1e-4}, "weight decay"),
         ({"alpha": -1.0}, "alpha must be a non-negative"),
         ({"solver": "lbfgs"}, "'lbfgs' .* is not supported"),
         ({"solver": "rmsprop"}, "solver must be one of"),
