@@ -6,6 +6,8 @@ from .functions import ACTIVATIONS, LOSSES
 from .generic import GenericDerivation
 from .generic import derive_generic as derive_general
 from .grading import Grade, grade
+from .graph import Graph, GraphSpec, graph_from_json, recurrent
+from .graph_kkt import GraphDerivation
 from .kkt import Derivation, derive
 from .model import Model, compile
 from .rules import RuleReport, check_rule
@@ -22,6 +24,9 @@ __all__ = [
     "Derivation",
     "GenericDerivation",
     "Grade",
+    "Graph",
+    "GraphDerivation",
+    "GraphSpec",
     "Model",
     "NetworkSpec",
     "Report",
@@ -36,6 +41,8 @@ __all__ = [
     "evaluate",
     "grade",
     "grading",
+    "graph_from_json",
+    "recurrent",
     "train",
     "verify",
     "verify_general",

@@ -21,10 +21,12 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, overload
 
 import sympy as sp
 
 from .functions import Activation, get_loss
+from .graph import GraphSpec
 from .lagrangian import (
     Symbols,
     decay,
@@ -34,6 +36,9 @@ from .lagrangian import (
     preactivation,
 )
 from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
+
+if TYPE_CHECKING:
+    from .graph_kkt import GraphDerivation
 
 
 @dataclass
@@ -151,19 +156,34 @@ def _total_derivative(
     return total, public, stateless
 
 
+@overload
 def derive(
-    spec: NetworkSpec,
+    spec: NetworkSpec, *, abstract: bool = ..., max_weights: int | None = ...
+) -> Derivation: ...
+@overload
+def derive(
+    spec: GraphSpec, *, abstract: bool = ..., max_weights: int | None = ...
+) -> GraphDerivation: ...
+def derive(
+    spec: NetworkSpec | GraphSpec,
     *,
     abstract: bool = False,
     max_weights: int | None = MAX_EXACT_WEIGHTS,
-) -> Derivation:
+) -> Derivation | GraphDerivation:
     """Build L for one sample and derive the forward, adjoint and gradient equations.
 
     ``abstract=True`` keeps every σ_k an undefined function (σ'_k its derivative).
-    ``max_weights`` bounds Σ n_k n_{k-1}; ``None`` lifts the bound.
+    ``max_weights`` bounds Σ n_k n_{k-1}; ``None`` lifts the bound. A ``GraphSpec`` (skip
+    connections, shared weights, recurrence) is derived by ``graph_kkt.derive_graph``.
     """
+    if isinstance(spec, GraphSpec):
+        from .graph_kkt import derive_graph
+
+        return derive_graph(spec, abstract=abstract, max_weights=max_weights)
     if not isinstance(spec, NetworkSpec):
-        raise TypeError(f"spec must be a lagrange_bp.NetworkSpec, got {type(spec).__name__}")
+        raise TypeError(
+            f"spec must be a lagrange_bp.NetworkSpec or GraphSpec, got {type(spec).__name__}"
+        )
     spec.check_exact_size(max_weights)
     start = time.perf_counter()
     n = spec.depth

@@ -24,6 +24,8 @@ import sympy as sp
 
 from .field import CONST, FRESH, Degenerate, Evaluator, Oracle, P, Value, retry, seed_value
 from .functions import Activation, get_activation, get_loss
+from .graph import GraphSpec
+from .graph_kkt import GraphDerivation
 from .kkt import Derivation, derive
 from .lagrangian import ALPHA, decay, layer_activations, preactivation
 from .model import Model
@@ -49,7 +51,7 @@ class Report:
     (the derivations, or the exact reference), named by ``preparation``."""
 
     title: str
-    spec: NetworkSpec | None = None  # None for the general proof: it is about every spec
+    spec: NetworkSpec | GraphSpec | None = None  # None for the general proof: about every spec
     steps: list[Step] = field(default_factory=list)
     derive_seconds: float = 0.0
     preparation: str = "derivations"
@@ -303,12 +305,12 @@ def check_trials(trials: object) -> int:
 
 
 def verify(
-    spec: NetworkSpec | Model,
+    spec: NetworkSpec | GraphSpec | Model,
     *,
     trials: int | None = None,
     seed: int = 0,
     max_weights: int | None = MAX_EXACT_WEIGHTS,
-    derivation: Derivation | None = None,
+    derivation: Derivation | GraphDerivation | None = None,
     progress: Progress | None = None,
 ) -> Report:
     """Prove, step by step, that the spec's KKT equations are backpropagation — or, given a
@@ -316,8 +318,17 @@ def verify(
 
     ``trials`` random points (default 2 for a spec, 1 for a model); ``derivation`` replaces
     ``derive(spec)`` (to check a derivation from elsewhere); ``progress`` receives one line as
-    each stage finishes.
+    each stage finishes. A ``GraphSpec`` is proven by ``graph_verify.verify_graph``.
     """
+    if isinstance(spec, GraphSpec):
+        from .graph_verify import verify_graph
+
+        return verify_graph(
+            spec, trials=trials, seed=seed, max_weights=max_weights, derivation=derivation,
+            progress=progress,
+        )  # fmt: skip
+    if isinstance(derivation, GraphDerivation):
+        raise TypeError("derivation= is a graph's derivation; pass its GraphSpec as spec")
     if isinstance(spec, Model):
         if derivation is not None:
             raise ValueError("derivation= applies to a spec, not to a compiled model")
@@ -327,7 +338,8 @@ def verify(
         return verify_model(spec, trials=n, seed=seed, progress=progress)
     if not isinstance(spec, NetworkSpec):
         raise TypeError(
-            f"verify takes a lagrange_bp.NetworkSpec or a compiled Model, got {type(spec).__name__}"
+            f"verify takes a lagrange_bp.NetworkSpec or a compiled Model (or a GraphSpec), got "
+            f"{type(spec).__name__}"
         )
     trials = check_trials(2 if trials is None else trials)
     if derivation is not None and (derivation.spec != spec or derivation.abstract):

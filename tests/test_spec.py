@@ -74,7 +74,8 @@ def test_exact_size_limit_has_an_override() -> None:
 
 
 def test_derive_and_verify_reject_a_non_spec() -> None:
-    with pytest.raises(TypeError, match=r"spec must be a lagrange_bp\.NetworkSpec, got tuple"):
+    message = r"spec must be a lagrange_bp\.NetworkSpec or GraphSpec, got tuple"
+    with pytest.raises(TypeError, match=message):
         lbp.derive((2, 3, 1))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="got dict"):
         lbp.verify({"widths": (2, 1)})  # type: ignore[arg-type]

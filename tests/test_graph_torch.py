@@ -1,0 +1,151 @@
+"""The derived graph equations, evaluated numerically (sympy.lambdify), against PyTorch autograd
+in float64: gradients ∂J/∂θ and multipliers λ_v = −∂J/∂x_v, J the mean over a batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import lagrange_bp as lbp
+
+torch = pytest.importorskip("torch")
+
+ACTS = {
+    "tanh": lambda z: torch.tanh(z),
+    "sigmoid": lambda z: torch.sigmoid(z),
+    "identity": lambda z: z,
+    "relu": lambda z: torch.relu(z),
+    "softmax": lambda z: torch.softmax(z, dim=1),
+}
+BATCH = 3
+
+
+def two_skips() -> lbp.GraphSpec:
+    g = lbp.Graph(inputs=3)
+    x0 = g.inputs[0]
+    h1 = g.layer(x0, 4, "tanh", name="h1")
+    h2 = g.layer(h1, 4, "tanh", name="h2")
+    s1 = g.add(h1, h2, name="s1")
+    h3 = g.layer(s1, 4, "sigmoid", name="h3")
+    s2 = g.add(s1, h3, name="s2")
+    return g.output(g.layer([s2, x0], 3, "softmax", name="out"), loss="cross_entropy")
+
+
+def three_consumers() -> lbp.GraphSpec:
+    """h is read by a, b and c; a is also an output (its λ has a loss term too)."""
+    g = lbp.Graph(inputs=(2, 3))
+    u, v = g.inputs
+    h = g.layer([u, v], 3, "sigmoid", name="h")
+    a = g.layer(h, 2, "tanh", name="a")
+    b = g.layer(h, 2, "relu", name="b")
+    c = g.layer([h, a, b], 2, "identity", name="c")
+    return g.output([c, a], loss="mse")
+
+
+def siamese() -> lbp.GraphSpec:
+    """One encoder shared by two inputs, and a layer shared twice in depth."""
+    g = lbp.Graph(inputs=(3, 3))
+    e1 = g.layer(g.inputs[0], 3, "tanh", name="enc", node="e1")
+    e2 = g.layer(g.inputs[1], 3, "tanh", name="enc", share=True, node="e2")
+    s = g.add(e1, e2, name="s")
+    f1 = g.layer(s, 3, "tanh", name="f", node="f1")
+    f2 = g.layer(f1, 3, "tanh", name="f", share=True, node="f2")
+    return g.output(g.layer(f2, 2, "softmax", name="out"), loss="cross_entropy")
+
+
+SPECS = {
+    "two-skips": two_skips,
+    "three-consumers": three_consumers,
+    "shared": siamese,
+    **{
+        f"rnn-T{t}-{at}": (lambda t=t, at=at: lbp.recurrent(2, 3, 2, t, outputs_at=at))
+        for t in (1, 3, 12)
+        for at in ("last", "every")
+    },
+}
+
+
+def data(spec: lbp.GraphSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    X = rng.normal(size=(BATCH, sum(spec.input_widths)))
+    n_y = sum(spec.output_widths)
+    if spec.loss != "cross_entropy":
+        return X, rng.normal(size=(BATCH, n_y))
+    Y = np.zeros((BATCH, n_y))
+    Y[np.arange(BATCH), rng.integers(0, n_y, BATCH)] = 1.0
+    return X, Y
+
+
+def compiled(d: lbp.GraphDerivation) -> list[tuple[sp.Symbol, list[sp.Symbol], object]]:
+    """Every derived equation lambdified once, in solving order: forward, adjoint, gradient
+    (a gradient's left side is its parameter θ, standing for ∂L/∂θ)."""
+    eqs = [(eq.lhs, eq.rhs) for eq in d.forward + d.adjoint] + list(d.gradients.items())
+    out = []
+    for lhs, rhs in eqs:
+        args = sorted(rhs.free_symbols, key=str)
+        out.append((lhs, args, sp.lambdify(args, rhs, "numpy")))
+    return out
+
+
+def derived(d: lbp.GraphDerivation, fns: list, params: dict, x: np.ndarray, y: np.ndarray) -> tuple:
+    """One sample: the derived equations evaluated in order; (states and multipliers, ∂L/∂θ)."""
+    env: dict[sp.Symbol, float] = dict(zip(d.input, x)) | dict(zip(d.target, y))
+    for name, value in params.items():
+        env |= dict(zip(d.params[name], np.ravel(value)))
+    grads = {}
+    for lhs, args, fn in fns:
+        value = float(fn(*[env[a] for a in args]))
+        if lhs in d.gradients:
+            grads[lhs] = value
+        else:
+            env[lhs] = value
+    return env, grads
+
+
+def autograd(spec: lbp.GraphSpec, params: dict, X: np.ndarray, Y: np.ndarray) -> tuple:
+    """PyTorch: J = mean over the batch of ℓ, its gradients and ∂J/∂x_v for every node."""
+    theta = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
+    Xt, Yt = torch.tensor(X), torch.tensor(Y)
+    x, start = {}, 0
+    for n in spec.nodes:
+        if n.op == "input":
+            x[n.name] = Xt[:, start : start + n.width]
+            start += n.width
+        elif n.op == "zeros":
+            x[n.name] = torch.zeros(BATCH, n.width, dtype=torch.float64)
+        elif n.op == "add":
+            x[n.name] = sum(x[u] for u in n.inputs)
+        else:
+            z = theta[n.bias_name] + sum(
+                x[u] @ theta[w].T for w, u in zip(n.weight_names, n.inputs)
+            )
+            x[n.name] = ACTS[n.activation](z)
+        if n.op in ("layer", "add"):
+            x[n.name].retain_grad()
+    out = torch.cat([x[o] for o in spec.outputs], dim=1)
+    per_sample = (
+        -(Yt * torch.log(out)).sum(1)
+        if spec.loss == "cross_entropy"
+        else 0.5 * ((out - Yt) ** 2).sum(1)
+    )
+    per_sample.mean().backward()
+    grads = {k: t.grad.numpy() for k, t in theta.items()}
+    return grads, {v: t.grad.numpy() for v, t in x.items() if t.grad is not None}
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_derived_equations_match_torch_autograd(name: str) -> None:
+    spec = SPECS[name]()
+    d = lbp.derive(spec)
+    rng = np.random.default_rng(16)
+    params = {k: rng.normal(scale=0.8, size=s) for k, s in spec.param_shapes().items()}
+    X, Y = data(spec, rng)
+    fns = compiled(d)
+    samples = [derived(d, fns, params, X[i], Y[i]) for i in range(BATCH)]
+    grads, dJdx = autograd(spec, params, X, Y)
+    for k in params:  # J is the mean: ∂J/∂θ = (1/B) Σ_i ∂L_i/∂θ
+        ours = np.mean([[g[p] for p in d.params[k]] for _, g in samples], axis=0)
+        np.testing.assert_allclose(ours, grads[k].ravel(), rtol=1e-10, atol=1e-13, err_msg=k)
+    for v, lam in d.symbols.lam.items():  # λ_v = −∂J/∂x_v, each sample's λ carrying 1/B
+        ours = np.array([[env[s] for s in lam] for env, _ in samples]) / BATCH
+        np.testing.assert_allclose(ours, -dJdx[v], rtol=1e-10, atol=1e-13, err_msg=v)
