@@ -1,5 +1,7 @@
 """lagrange_bp: backpropagation derived from the Lagrangian of a multilayer perceptron."""
 
+from typing import Any
+
 from . import grading
 from .checkpoint import CheckpointError
 from .functions import ACTIVATIONS, LOSSES
@@ -15,6 +17,16 @@ from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
 from .train import TrainingDiverged, TrainResult, evaluate, train
 from .verify import Report, Step, verify
 from .verify_general import verify_general
+
+
+def to_torch(spec: NetworkSpec, dtype: Any = None, device: Any = None, **options: Any) -> Any:
+    """The spec as a ``torch.nn.Module`` whose backward is the derived adjoint, printed for
+    PyTorch (``torch_export.to_torch``: dtype torch.float64 by default, ``seed=``,
+    ``params=``). PyTorch is imported here, not with the package: ImportError without it."""
+    from .torch_export import to_torch as export
+
+    return export(spec, dtype, device, **options)
+
 
 __all__ = [
     "ACTIVATIONS",
@@ -43,6 +55,7 @@ __all__ = [
     "grading",
     "graph_from_json",
     "recurrent",
+    "to_torch",
     "train",
     "verify",
     "verify_general",

@@ -104,6 +104,14 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument("--save", help="write the trained model to this .npz file")
     p.add_argument("--plot", help="write the learning curves to this .png file")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--backend",
+        choices=("numpy", "torch"),
+        default="numpy",
+        help="numpy: the generated NumPy kernels; torch: the module lbp.to_torch exports, its "
+        "backward the derived adjoint, with torch.optim (needs PyTorch) (default numpy)",
+    )
+    p.add_argument("--device", help="with --backend torch: cpu (default) or cuda")
     p = sub.add_parser("evaluate", help="evaluate a saved model on a dataset's test split")
     p.add_argument("--model", required=True, help="a .npz file written by train --save")
     add_data_args(p, " (default: the one the model was trained on)")
@@ -214,8 +222,7 @@ def _resumed(args: argparse.Namespace, spec: NetworkSpec) -> tuple[Params, dict[
         raise BadInput(f"--resume: {printable(args.resume)} holds no training state to continue")
     if state["optimizer"]["name"] != args.optimizer:
         raise BadInput(
-            f"--resume: the run used --optimizer {state['optimizer']['name']}, "
-            f"not {args.optimizer}"
+            f"--resume: the run used --optimizer {state['optimizer']['name']}, not {args.optimizer}"
         )
     return params, state
 
@@ -238,7 +245,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     start_loss = model.loss(start, data.X_train, data.Y_train)
     bar = _progress_bar(args.epochs, quiet=args.json)
     try:
-        result = train(
+        trainer = train if args.backend == "numpy" and not args.device else _torch_trainer(args)
+        result = trainer(
             model,
             data.X_train,
             data.Y_train,
@@ -311,6 +319,36 @@ def cmd_train(args: argparse.Namespace) -> int:
             if path:
                 print(f"{what} written to {printable(path)}")
     return 0
+
+
+def _torch_trainer(args: argparse.Namespace) -> Any:
+    """``train``'s call on the exported torch module (``torch_export.fit``), same batches."""
+    if args.backend != "torch":
+        raise BadInput("--device needs --backend torch")
+    if args.patience is not None or args.resume:
+        raise BadInput("--patience and --resume are not offered with --backend torch")
+    try:
+        from . import torch_export
+    except ImportError as exc:
+        raise BadInput(f"--backend torch: {exc}") from None
+
+    def run(
+        model: Model,
+        X: Any,
+        Y: Any,
+        epochs: int,
+        batch: int,
+        lr: float,
+        seed: int,
+        params: Params | None,
+        **options: Any,
+    ) -> Any:
+        for unused in ("patience", "resume"):  # None: refused above
+            options.pop(unused)
+        module = torch_export.to_torch(model.spec, args.dtype, args.device, seed=seed)
+        return torch_export.fit(module, X, Y, epochs, batch, lr, seed, **options)
+
+    return run
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

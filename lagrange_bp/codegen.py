@@ -8,8 +8,11 @@ temporary for every node; CONVENTIONS §4). Matrix nodes: products (``np.matmul`
 batch or a sample (1ᵀ M, M 1 1ᵀ), softmax and log-softmax by samples. Entrywise nodes (⊙,
 σ(·), sums, powers) are turned into one scalar expression over array names, common
 subexpressions are computed once (``sympy.cse``), and scalar functions are printed from the
-one table ``primitives.NUMPY_FORMS``. ``compile_source`` execs a function as ``lambdify``
-does and frees its ``linecache`` entry when the function is released.
+one table ``primitives.NUMPY_FORMS``. Every statement is written by one of three methods
+(``call``, ``fill``, ``copy``); ``TorchPrinter`` overrides them to print the same nodes as
+PyTorch expressions (``TORCH_CALLS``, ``primitives.TORCH_FORMS``) for ``torch_export``.
+``compile_source`` execs a function as ``lambdify`` does and frees its ``linecache`` entry
+when the function is released.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import itertools
 import linecache
 import math
+import re
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +34,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.printing.printer import Printer
 
 from .matrices import BATCH, Entrywise
-from .primitives import NUMPY_FORMS
+from .primitives import NUMPY_FORMS, TORCH_FORMS
 
 Shape = tuple[int | str, ...]
 
@@ -93,6 +97,20 @@ class KernelPrinter(Printer):
 
     def emit(self, line: str) -> None:
         self.lines.append(line)
+
+    # --- the statements: every one is written here (a backend overrides these three) -------
+    def call(self, fn: str, *args: str, out: str, **options: str) -> None:
+        """fn(args, options, out=out): fn is a NumPy (or SciPy) function's qualified name."""
+        opts = [f"{key}={value}" for key, value in options.items()]
+        self.emit(f"{fn}({', '.join([*args, *opts, f'out={out}'])})")
+
+    def fill(self, out: str, value: str) -> None:
+        """Every entry of out ← the scalar ``value`` (a literal or an expression in B, eta)."""
+        self.emit(f"np.copyto({out}, {value})")
+
+    def copy(self, out: str, name: str) -> None:
+        """out ← the array ``name``."""
+        self.emit(f"np.copyto({out}, {name})")
 
     # --- shapes and operands ---------------------------------------------------------------
     def shape(self, e: sp.MatrixExpr) -> Shape:
@@ -169,12 +187,12 @@ class KernelPrinter(Printer):
             return
         kind = _reduction(rest)
         if kind == "batch":  # 1ᵀ M: the sum over samples, shape (n,)
-            self.emit(f"np.sum({self.operand(mats[1])}, axis=0, out={out})")
+            self.call("np.sum", self.operand(mats[1]), axis="0", out=out)
         elif kind == "sample":  # M 1 1ᵀ: each sample's sum, shape (B, 1)
-            self.emit(f"np.sum({self.operand(mats[0])}, axis=1, keepdims=True, out={out})")
+            self.call("np.sum", self.operand(mats[0]), axis="1", keepdims="True", out=out)
         elif len(mats) == 2:
             a, b = self.operand(mats[0]), self.operand(mats[1])
-            self.emit(f"np.matmul({a}, {b}, out={out})")
+            self.call("np.matmul", a, b, out=out)
         else:
             raise NotImplementedError(f"matrix product of {len(mats)} factors: {e}")
         if coeff != 1:
@@ -195,22 +213,22 @@ class KernelPrinter(Printer):
     def _print_Softmax(self, e: Any, out: str) -> None:
         """e^{z − max z} / Σ e^{z − max z} by samples: no overflow for any finite z."""
         z, r = self.operand(e.arg), self._sample_buffer(out)
-        self.emit(f"np.maximum.reduce({z}, axis=1, keepdims=True, out={r})")
-        self.emit(f"np.subtract({z}, {r}, out={out})")
-        self.emit(f"np.exp({out}, out={out})")
-        self.emit(f"np.sum({out}, axis=1, keepdims=True, out={r})")
-        self.emit(f"np.divide({out}, {r}, out={out})")
+        self.call("np.maximum.reduce", z, axis="1", keepdims="True", out=r)
+        self.call("np.subtract", z, r, out=out)
+        self.call("np.exp", out, out=out)
+        self.call("np.sum", out, axis="1", keepdims="True", out=r)
+        self.call("np.divide", out, r, out=out)
 
     def _print_LogSoftmax(self, e: Any, out: str) -> None:
         """(z − max z) − log Σ e^{z − max z} by samples: finite for any finite z."""
         z, r = self.operand(e.arg), self._sample_buffer(out)
         e_ = self.temp(self.buffers.shape_of(out))
-        self.emit(f"np.maximum.reduce({z}, axis=1, keepdims=True, out={r})")
-        self.emit(f"np.subtract({z}, {r}, out={out})")
-        self.emit(f"np.exp({out}, out={e_})")
-        self.emit(f"np.sum({e_}, axis=1, keepdims=True, out={r})")
-        self.emit(f"np.log({r}, out={r})")
-        self.emit(f"np.subtract({out}, {r}, out={out})")
+        self.call("np.maximum.reduce", z, axis="1", keepdims="True", out=r)
+        self.call("np.subtract", z, r, out=out)
+        self.call("np.exp", out, out=e_)
+        self.call("np.sum", e_, axis="1", keepdims="True", out=r)
+        self.call("np.log", r, out=r)
+        self.call("np.subtract", out, r, out=out)
 
     def _sample_buffer(self, like: str) -> str:
         """A (B, 1) buffer for each sample's maximum and sum, named after the layer's array."""
@@ -259,12 +277,12 @@ class KernelPrinter(Printer):
         if e == me:
             return
         if self.is_scalar(e):
-            self.emit(f"np.copyto({out}, {self.scalar(e)})")
+            self.fill(out, self.scalar(e))
             return
         if me in e.free_symbols and not _in_place_safe(e, me, self.is_scalar):
             tmp = self.temp(self.buffers.shape_of(out))
             self._entrywise(tmp, e)
-            self.emit(f"np.copyto({out}, {tmp})")
+            self.copy(out, tmp)
             return
         replacements, (reduced,) = sp.cse([e], symbols=_cse_symbols(), order="none")
         done: dict[sp.Symbol, sp.Expr] = {}
@@ -283,8 +301,10 @@ class KernelPrinter(Printer):
         if e == self.array(out):
             return
         code = self.leaf(e)
-        if code is not None:
-            self.emit(f"np.copyto({out}, {code})")
+        if code is not None and self.is_scalar(e):
+            self.fill(out, code)
+        elif code is not None:
+            self.copy(out, code)
         else:
             self._print(e, out=out)
 
@@ -297,21 +317,22 @@ class KernelPrinter(Printer):
         self._entrywise(tmp, e)
         return tmp
 
-    def _unary(self, out: str, arg: sp.Expr, call: Callable[[str], str]) -> None:
+    def _unary(self, out: str, arg: sp.Expr, call: Callable[[str], None]) -> None:
+        """arg into out unless it is a leaf, then ``call`` with the leaf (or out)."""
         code = self.leaf(arg)
         if code is None:
             self._compute(out, arg)
             code = out
-        self.emit(call(code))
+        call(code)
 
     def _print_Symbol(self, e: sp.Symbol, out: str) -> None:
         self._compute(out, e)
 
     def _print_Number(self, e: sp.Number, out: str) -> None:
-        self.emit(f"np.copyto({out}, {self.scalar(e)})")
+        self.fill(out, self.scalar(e))
 
     def _print_NumberSymbol(self, e: sp.Expr, out: str) -> None:
-        self.emit(f"np.copyto({out}, {self.scalar(e)})")
+        self.fill(out, self.scalar(e))
 
     def _print_Add(self, e: sp.Add, out: str) -> None:
         me = self.array(out)
@@ -327,21 +348,21 @@ class KernelPrinter(Printer):
             a, b = pos.pop(0), neg.pop(0)
             if self.leaf(b) is None and me not in b.free_symbols:
                 self._compute(out, b)  # b into out first: no temporary
-                self.emit(f"np.subtract({self.leaf(a)}, {out}, out={out})")
+                self.call("np.subtract", str(self.leaf(a)), out, out=out)
             else:
-                self.emit(f"np.subtract({self.leaf(a)}, {self._operand(b, out)}, out={out})")
+                self.call("np.subtract", str(self.leaf(a)), self._operand(b, out), out=out)
         elif not pos:  # −(a + …)
             self._compute(out, sp.Add(*neg))
-            self.emit(f"np.negative({out}, out={out})")
+            self.call("np.negative", out, out=out)
             neg = []
         else:
             first = first if first is not None else pos[0]
             pos.remove(first)
             self._compute(out, first)
         for t in pos:
-            self.emit(f"np.add({out}, {self._operand(t, out)}, out={out})")
+            self.call("np.add", out, self._operand(t, out), out=out)
         for t in neg:
-            self.emit(f"np.subtract({out}, {self._operand(t, out)}, out={out})")
+            self.call("np.subtract", out, self._operand(t, out), out=out)
 
     def _accumulate(self, out: str, rest: sp.Expr) -> None:
         """out ← out + rest; a scaled temporary is scaled in place (W ← W + η·G)."""
@@ -353,15 +374,15 @@ class KernelPrinter(Printer):
             coeff = sp.Mul(*[f for f in factors if self.is_scalar(f)])
             self._scale(str(arrays[0]), coeff)
             rest = arrays[0]
-        self.emit(f"np.{sign}({out}, {self._operand(rest, out)}, out={out})")
+        self.call(f"np.{sign}", out, self._operand(rest, out), out=out)
 
     def _scale(self, out: str, coeff: sp.Expr) -> None:
         if coeff == -1:
-            self.emit(f"np.negative({out}, out={out})")
+            self.call("np.negative", out, out=out)
         elif coeff.is_Pow and coeff.exp == -1:
-            self.emit(f"np.divide({out}, {self.scalar(coeff.base)}, out={out})")
+            self.call("np.divide", out, self.scalar(coeff.base), out=out)
         elif coeff != 1:
-            self.emit(f"np.multiply({out}, {self.scalar(coeff)}, out={out})")
+            self.call("np.multiply", out, self.scalar(coeff), out=out)
 
     def _print_Mul(self, e: sp.Mul, out: str) -> None:
         me = self.array(out)
@@ -373,57 +394,186 @@ class KernelPrinter(Printer):
         if me in arrays:  # out ← out · rest
             arrays.remove(me)
         elif len(arrays) == 1 and not divisors and self.leaf(arrays[0]) is not None:
-            a = self.leaf(arrays[0])  # c · A in one call
+            a = str(self.leaf(arrays[0]))  # c · A in one call
             if coeff == -1:
-                self.emit(f"np.negative({a}, out={out})")
+                self.call("np.negative", a, out=out)
             else:
-                self.emit(f"np.multiply({a}, {self.scalar(coeff)}, out={out})")
+                self.call("np.multiply", a, self.scalar(coeff), out=out)
             return
         elif not arrays:  # c / D
             d = divisors.pop(0)
-            self.emit(f"np.divide({self.scalar(coeff)}, {self._operand(d, out)}, out={out})")
+            self.call("np.divide", self.scalar(coeff), self._operand(d, out), out=out)
             coeff = sp.S.One
         elif len(arrays) >= 2 and all(self.leaf(f) is not None for f in arrays[:2]):
-            self.emit(f"np.multiply({arrays[0]}, {arrays[1]}, out={out})")
+            self.call("np.multiply", str(arrays[0]), str(arrays[1]), out=out)
             arrays = arrays[2:]
         else:
             first = next((f for f in arrays if self.leaf(f) is None), arrays[0])
             arrays.remove(first)
             self._compute(out, first)
         for f in arrays:
-            self.emit(f"np.multiply({out}, {self._operand(f, out)}, out={out})")
+            self.call("np.multiply", out, self._operand(f, out), out=out)
         for d in divisors:
-            self.emit(f"np.divide({out}, {self._operand(d, out)}, out={out})")
+            self.call("np.divide", out, self._operand(d, out), out=out)
         self._scale(out, coeff)
 
     def _print_Pow(self, e: sp.Pow, out: str) -> None:
         base, exp = e.base, e.exp
         if self.is_scalar(exp):
             if exp == 2:
-                self._unary(out, base, lambda a: f"np.square({a}, out={out})")
+                self._unary(out, base, lambda a: self.call("np.square", a, out=out))
             elif exp == sp.S.Half:
-                self._unary(out, base, lambda a: f"np.sqrt({a}, out={out})")
+                self._unary(out, base, lambda a: self.call("np.sqrt", a, out=out))
             elif exp == -1:
-                self._unary(out, base, lambda a: f"np.divide(1.0, {a}, out={out})")
+                self._unary(out, base, lambda a: self.call("np.divide", "1.0", a, out=out))
             else:
                 p = self.scalar(exp)
-                self._unary(out, base, lambda a: f"np.power({a}, {p}, out={out})")
+                self._unary(out, base, lambda a: self.call("np.power", a, p, out=out))
         elif self.is_scalar(base):
             c = self.scalar(base)
-            self._unary(out, exp, lambda a: f"np.power({c}, {a}, out={out})")
+            self._unary(out, exp, lambda a: self.call("np.power", c, a, out=out))
         else:
             b, x = self._operand(base, out), self._operand(exp, out)
-            self.emit(f"np.power({b}, {x}, out={out})")
+            self.call("np.power", b, x, out=out)
 
     def _print_Function(self, e: sp.Function, out: str) -> None:
         if type(e) not in NUMPY_FORMS or len(e.args) != 1:
             raise NotImplementedError(f"no NumPy form for {type(e).__name__}")
         name, before, after = NUMPY_FORMS[type(e)]
-        self._unary(
-            out,
-            e.args[0],
-            lambda a: f"{_ufunc(name)}({', '.join([*before, a, *after])}, out={out})",
-        )
+        self._unary(out, e.args[0], lambda a: self.call(_ufunc(name), *before, a, *after, out=out))
+
+
+#: a NumPy statement → its PyTorch expression in the same arguments ({0}, {1}) and options
+TORCH_CALLS: dict[str, str] = {
+    "np.add": "{0} + {1}",
+    "np.subtract": "{0} - {1}",
+    "np.multiply": "{0} * {1}",
+    "np.divide": "{0} / {1}",
+    "np.negative": "-{0}",
+    "np.power": "{0} ** {1}",
+    "np.square": "torch.square({0})",
+    "np.sqrt": "torch.sqrt({0})",
+    "np.exp": "torch.exp({0})",
+    "np.log": "torch.log({0})",
+    "np.matmul": "{0} @ {1}",
+    "np.sum": "torch.sum({0}{options})",
+    "np.maximum.reduce": "torch.amax({0}{options})",
+}
+TORCH_OPTIONS = {"axis": "dim", "keepdims": "keepdim"}
+#: the in-place method of a NumPy statement whose first argument is its out
+TORCH_IN_PLACE = {
+    "np.add": "add_",
+    "np.subtract": "sub_",
+    "np.multiply": "mul_",
+    "np.divide": "div_",
+    "np.negative": "neg_",
+    "np.power": "pow_",
+    "np.square": "square_",
+    "np.sqrt": "sqrt_",
+    "np.exp": "exp_",
+    "np.log": "log_",
+}
+
+
+class TorchPrinter(KernelPrinter):
+    """The kernel printer's PyTorch backend: the same nodes, each statement an assignment
+    ``out = <torch expression>`` (``TORCH_CALLS``) that makes a new tensor — or, once the block
+    has made out's tensor, the in-place method (``TORCH_IN_PLACE``: no other name holds it) —,
+    scalar functions from ``primitives.TORCH_FORMS``, softmax and log-softmax as torch's
+    stable ``softmax``/``log_softmax`` by samples. A tensor filled with a scalar takes the
+    dtype and device of ``like`` (X), so nothing crosses between host and device."""
+
+    like = "X"
+
+    def __init__(
+        self, names: dict[sp.Basic, str], buffers: Buffers, sizes: dict[sp.Symbol, int]
+    ) -> None:
+        super().__init__(names, buffers, sizes)
+        self.owned: set[str] = set()  # names bound, in this block, to a tensor no other holds
+        self.carry: set[str] = set()  # names the next block may take as owned (its caller's say)
+
+    def assign(self, out: str, expr: sp.Basic, scratch: tuple[str, ...] = ()) -> list[str]:
+        """As KernelPrinter's; a tensor made in this block is then written in place."""
+        self.owned, self.carry = self.carry, set()
+        return super().assign(out, expr, scratch)
+
+    def call(self, fn: str, *args: str, out: str, **options: str) -> None:
+        if fn not in TORCH_CALLS:
+            raise NotImplementedError(f"no PyTorch form for {fn} (codegen.TORCH_CALLS)")
+        if out in self.owned and not options and self._in_place(fn, list(args), out):
+            return
+        opts = "".join(f", {TORCH_OPTIONS[key]}={value}" for key, value in options.items())
+        operands = [f"({a})" if a.startswith("-") else a for a in args]
+        self.bind(out, TORCH_CALLS[fn].format(*operands, options=opts))
+
+    def _in_place(self, fn: str, args: list[str], out: str) -> bool:
+        """out ← fn(args) written into out (a tensor this block made), when torch can."""
+        if fn in ("np.add", "np.multiply") and args[-1] == out and args[0] != out:
+            args.reverse()
+        if fn in TORCH_IN_PLACE and args[0] == out:
+            self.emit(f"{out}.{TORCH_IN_PLACE[fn]}({', '.join(args[1:])})")
+            return True
+        if fn == "np.subtract" and args[1] == out and not self._is_tensor(args[0]):
+            self.emit(f"{out}.neg_().add_({args[0]})")  # c − x = c + (−x), exactly
+            return True
+        if fn == "np.divide" and args == ["1.0", out]:
+            self.emit(f"{out}.reciprocal_()")
+            return True
+        return False
+
+    def _is_tensor(self, code: str) -> bool:
+        name = code.removesuffix(".T")
+        return name in self.buffers.shapes or name in self.buffers.external
+
+    def bind(self, out: str, expr: str) -> None:
+        """out = expr, a new tensor that this block owns."""
+        self.emit(f"{out} = {expr}")
+        self.owned.add(out)
+
+    def fill(self, out: str, value: str) -> None:
+        shape = ", ".join(map(str, self.buffers.shape_of(out)))
+        device = f"dtype={self.like}.dtype, device={self.like}.device"
+        self.bind(out, f"torch.full(({shape},), {value}, {device})")
+
+    def copy(self, out: str, name: str) -> None:
+        """out names the same tensor as name: neither is written in place after."""
+        self.emit(f"{out} = {name}")
+        self.owned -= {out, name}
+
+    def _print_Function(self, e: sp.Function, out: str) -> None:
+        if type(e) not in TORCH_FORMS or len(e.args) != 1:
+            raise NotImplementedError(
+                f"no PyTorch form for {type(e).__name__} (primitives.TORCH_FORMS)"
+            )
+        form = TORCH_FORMS[type(e)]
+        simple = re.fullmatch(r"torch\.(\w+)\(\{0\}\)", form)
+
+        def write(a: str) -> None:
+            if simple and a == out and out in self.owned:
+                self.emit(f"{out}.{simple.group(1)}_()")  # tanh_, exp_, sigmoid_, …
+            else:
+                self.bind(out, form.format(a))
+
+        self._unary(out, e.args[0], write)
+
+    def _print_MatMul(self, e: MatMul, out: str) -> None:
+        """c · A B as one BLAS call, C = α A B with α = c (beta=0: ``zero``, a 0-dim tensor
+        the kernel makes, is not read): −Gᵀ X costs no pass of its own."""
+        coeff, rest = e.as_coeff_mmul()
+        mats = [a for a in rest.args if isinstance(a, sp.MatrixExpr)]
+        if coeff == 1 or len(mats) != 2 or _reduction(rest) is not None:
+            super()._print_MatMul(e, out)
+            return
+        a, b = self.operand(mats[0]), self.operand(mats[1])
+        self.bind(out, f"torch.addmm(zero, {a}, {b}, beta=0, alpha={self.scalar(coeff)})")
+
+    def _print_Softmax(self, e: Any, out: str) -> None:
+        """e^{z − max z} / Σ e^{z − max z} by samples, torch's fused and stable form."""
+        self.bind(out, f"torch.softmax({self.operand(e.arg)}, dim={e.axis})")
+
+    def _print_LogSoftmax(self, e: Any, out: str) -> None:
+        """(z − max z) − log Σ e^{z − max z} by samples, torch's fused and stable form."""
+        self.bind(out, f"torch.log_softmax({self.operand(e.arg)}, dim={e.axis})")
 
 
 def _cse_symbols() -> Iterator[sp.Symbol]:
@@ -475,12 +625,15 @@ _COUNTER = itertools.count()
 NAMESPACE = {"np": np, "scipy": scipy, "math": math}
 
 
-def compile_source(name: str, source: str) -> Callable[..., Any]:
+def compile_source(
+    name: str, source: str, namespace: dict[str, Any] | None = None
+) -> Callable[..., Any]:
     """exec the generated source as lambdify does, registering it in ``linecache`` so that
-    tracebacks and ``inspect`` show it; the entry is freed with the function."""
+    tracebacks and ``inspect`` show it; the entry is freed with the function. ``namespace``
+    holds the modules it names (default ``NAMESPACE``: np, scipy, math)."""
     filename = f"<lagrange_bp-generated-{name}-{next(_COUNTER)}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = dict(NAMESPACE)
+    namespace = dict(NAMESPACE if namespace is None else namespace)
     exec(compile(source, filename, "exec"), namespace)
     fn = namespace[name]
     weakref.finalize(fn, linecache.cache.pop, filename, None)

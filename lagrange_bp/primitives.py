@@ -4,9 +4,10 @@ The functions SymPy lacks (sigmoid, softplus, relu, its derivative step, and the
 softmax) are SymPy ``Function`` classes whose ``fdiff`` states the derivative. ``NUMPY_FORMS``
 is the one table of NumPy (or SciPy) ufuncs for every scalar function that can reach a kernel:
 the kernel printer writes them with ``out=``, and stock ``sympy.lambdify(args, expr, "numpy")``
-prints the package's own classes through the same table. ``explicit`` writes an expression in
-exp, log and Piecewise only (for derivative checks and evalf); ``stable`` rewrites patterns
-that overflow or cancel in floating point into equal, stable forms.
+prints the package's own classes through the same table; ``TORCH_FORMS`` beside it holds the
+PyTorch form of each, for the torch kernels (``torch_export``). ``explicit`` writes an
+expression in exp, log and Piecewise only (for derivative checks and evalf); ``stable`` rewrites
+patterns that overflow or cancel in floating point into equal, stable forms.
 """
 
 from __future__ import annotations
@@ -146,6 +147,27 @@ NUMPY_FORMS |= {
     softplus: ("numpy.logaddexp", ("0.0",), ()),
     relu: ("numpy.maximum", (), ("0.0",)),
     step: ("numpy.greater", (), ("0.0",)),  # 1.0 where u > 0: written as float by out=
+}
+
+#: scalar function → its PyTorch form, an expression in the argument {0} (``codegen.TorchPrinter``
+#: prints it): every function of ``NUMPY_FORMS``, with the same values (step(0) = 0, softplus
+#: as log(e^0 + e^u) without overflow); ``tests/test_torch_export.py`` checks that none is missing
+TORCH_FORMS: dict[Any, str] = {
+    sp.exp: "torch.exp({0})",
+    sp.log: "torch.log({0})",
+    sp.Abs: "torch.abs({0})",
+    sp.sign: "torch.sign({0})",
+    sp.sin: "torch.sin({0})",
+    sp.cos: "torch.cos({0})",
+    sp.tan: "torch.tan({0})",
+    sp.atan: "torch.atan({0})",
+    sp.sinh: "torch.sinh({0})",
+    sp.cosh: "torch.cosh({0})",
+    sp.tanh: "torch.tanh({0})",
+    sigmoid: "torch.sigmoid({0})",
+    softplus: "torch.logaddexp({0}, {0}.new_zeros(()))",
+    relu: "torch.relu({0})",
+    step: "torch.gt({0}, 0.0).to({0}.dtype)",  # 1.0 where u > 0, in the argument's dtype
 }
 
 

@@ -350,9 +350,7 @@ class _LagrangeMLP(BaseEstimator):
             seed=_seed(random_state),
         )
 
-    def _spec(
-        self, config: _Config, n_features: int, n_outputs: int, decay: float
-    ) -> NetworkSpec:
+    def _spec(self, config: _Config, n_features: int, n_outputs: int, decay: float) -> NetworkSpec:
         widths = (n_features, *config.hidden, n_outputs)
         hidden = (config.activation,) * len(config.hidden)
         try:

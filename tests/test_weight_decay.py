@@ -265,3 +265,27 @@ def test_estimator_alpha_is_the_objective_weight_decay_per_batch() -> None:
     with pytest.warns(Warning):
         clf.partial_fit(X[:7], y[:7])  # a smaller chunk keeps the first fit's α
     assert clf.spec_.weight_decay == pytest.approx(0.3 / 20)
+
+
+def test_the_torch_export_trains_on_the_decayed_objective() -> None:
+    """module(X, Y) is J with (α/2) Σ‖W^k‖², its backward the derived ∂L/∂W^k with α W^k;
+    module(X) alone refuses: a torch loss after it would miss the penalty."""
+    torch = pytest.importorskip("torch")
+    spec = ARCHS[0]
+    model = lbp.compile(spec)
+    params = model.init_params(seed=2)
+    module = lbp.to_torch(spec, params=params)
+    X, Y = _data(spec)
+    J = module(torch.tensor(X), torch.tensor(Y))
+    J.backward()
+    loss, grads = model.loss_and_grad(params, X, Y)
+    assert J.item() == pytest.approx(loss, rel=1e-12)
+    for k, (gW, gb) in enumerate(grads, start=1):
+        np.testing.assert_allclose(
+            getattr(module, f"W{k}").grad.numpy(), gW, rtol=1e-10, atol=1e-15
+        )
+        np.testing.assert_allclose(
+            getattr(module, f"b{k}").grad.numpy(), gb, rtol=1e-10, atol=1e-15
+        )
+    with pytest.raises(ValueError, match="weight decay"):
+        module(torch.tensor(X))
