@@ -88,6 +88,8 @@ class KernelPrinter(Printer):
         self.temps: set[str] = set()  # the printer's own temporaries (free to overwrite)
         self.constants: dict[float, sp.Expr] = {}  # each printed float literal's exact value
         self.scratch: list[str] = []  # names to use, in order, for the next temporaries
+        #: z → the buffers of each sample's max and Σ e^{z − max} of the softmax printed from z
+        self.softmax_rows: dict[str, tuple[str, str]] = {}
 
     def assign(self, out: str, expr: sp.Basic, scratch: tuple[str, ...] = ()) -> list[str]:
         """The statements that compute ``expr`` into the array ``out``."""
@@ -187,9 +189,9 @@ class KernelPrinter(Printer):
             return
         kind = _reduction(rest)
         if kind == "batch":  # 1ᵀ M: the sum over samples, shape (n,)
-            self.call("np.sum", self.operand(mats[1]), axis="0", out=out)
+            self.call("np.add.reduce", self.operand(mats[1]), axis="0", out=out)
         elif kind == "sample":  # M 1 1ᵀ: each sample's sum, shape (B, 1)
-            self.call("np.sum", self.operand(mats[0]), axis="1", keepdims="True", out=out)
+            self.call("np.add.reduce", self.operand(mats[0]), axis="1", keepdims="True", out=out)
         elif len(mats) == 2:
             a, b = self.operand(mats[0]), self.operand(mats[1])
             self.call("np.matmul", a, b, out=out)
@@ -211,28 +213,37 @@ class KernelPrinter(Printer):
         self._entrywise(out, self.to_scalar(e))
 
     def _print_Softmax(self, e: Any, out: str) -> None:
-        """e^{z − max z} / Σ e^{z − max z} by samples: no overflow for any finite z."""
-        z, r = self.operand(e.arg), self._sample_buffer(out)
-        self.call("np.maximum.reduce", z, axis="1", keepdims="True", out=r)
-        self.call("np.subtract", z, r, out=out)
+        """e^{z − max z} / Σ e^{z − max z} by samples: no overflow for any finite z. Each
+        sample's max and sum stay in their buffers for a log-softmax of the same z later."""
+        z, m, r = self.operand(e.arg), self._sample_buffer(out, "max"), self._sample_buffer(out)
+        self.call("np.maximum.reduce", z, axis="1", keepdims="True", out=m)
+        self.call("np.subtract", z, m, out=out)
         self.call("np.exp", out, out=out)
-        self.call("np.sum", out, axis="1", keepdims="True", out=r)
+        self.call("np.add.reduce", out, axis="1", keepdims="True", out=r)
         self.call("np.divide", out, r, out=out)
+        self.softmax_rows[z] = (m, r)
 
     def _print_LogSoftmax(self, e: Any, out: str) -> None:
-        """(z − max z) − log Σ e^{z − max z} by samples: finite for any finite z."""
+        """(z − max z) − log Σ e^{z − max z} by samples: finite for any finite z; after a
+        softmax of the same z, from its max and sum: z − (max z + log Σ e^{z − max z})."""
         z, r = self.operand(e.arg), self._sample_buffer(out)
+        if z in self.softmax_rows:
+            m, total = self.softmax_rows[z]
+            self.call("np.log", total, out=r)
+            self.call("np.add", r, m, out=r)
+            self.call("np.subtract", z, r, out=out)
+            return
         e_ = self.temp(self.buffers.shape_of(out))
         self.call("np.maximum.reduce", z, axis="1", keepdims="True", out=r)
         self.call("np.subtract", z, r, out=out)
         self.call("np.exp", out, out=e_)
-        self.call("np.sum", e_, axis="1", keepdims="True", out=r)
+        self.call("np.add.reduce", e_, axis="1", keepdims="True", out=r)
         self.call("np.log", r, out=r)
         self.call("np.subtract", out, r, out=out)
 
-    def _sample_buffer(self, like: str) -> str:
-        """A (B, 1) buffer for each sample's maximum and sum, named after the layer's array."""
-        name = f"{like}_rows"
+    def _sample_buffer(self, like: str, what: str = "rows") -> str:
+        """A (B, 1) buffer for each sample's maximum or sum, named after the layer's array."""
+        name = f"{like}_{what}"
         self.buffers.declare(name, (self.buffers.shape_of(like)[0], 1))
         return name
 
@@ -456,7 +467,7 @@ TORCH_CALLS: dict[str, str] = {
     "np.exp": "torch.exp({0})",
     "np.log": "torch.log({0})",
     "np.matmul": "{0} @ {1}",
-    "np.sum": "torch.sum({0}{options})",
+    "np.add.reduce": "torch.sum({0}{options})",
     "np.maximum.reduce": "torch.amax({0}{options})",
 }
 TORCH_OPTIONS = {"axis": "dim", "keepdims": "keepdim"}

@@ -295,6 +295,10 @@ def namespace(oracle: Oracle, constants: dict[float, sp.Basic]) -> tuple[dict[st
         fake = engine.function(fn.__name__, before, after)
         module, _, attr = qualified.rpartition(".")
         (np_ns if module == "numpy" else scipy_special)[attr] = fake
+    # np.add.reduce, the sums (np.sum without its Python wrapper): np.add with a reduce
+    add = engine.add
+    np_ns["add"] = lambda a, b, out: add(a, b, out)
+    np_ns["add"].reduce = engine.sum
     # np.maximum.reduce, the softmax's row maximum (np.max without its Python wrapper)
     if "maximum" in np_ns:
         np_ns["maximum"].reduce = engine.max

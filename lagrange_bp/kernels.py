@@ -265,7 +265,7 @@ def build_kernels(spec: NetworkSpec) -> tuple[dict[str, Kernel], dict[str, tuple
     n = spec.depth
     assert asm.loss_block is not None
     forward = [b for k in range(1, n + 1) for b in layers[k].forward]
-    loss: list[Block | str] = [asm.loss_block, "loss = np.sum(loss_terms) / B"]
+    loss: list[Block | str] = [asm.loss_block, "loss = np.add.reduce(loss_terms, axis=None) / B"]
     if spec.weight_decay:
         loss.append(asm.decay_block())
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -133,12 +133,18 @@ class Model:
             if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
                 raise ValueError(f"lr must be a positive finite number, got {lr!r}")
         loss = float(self.kernels["sgd_step"].fn(params, X, Y, lr, self._buf("sgd_step", len(X))))
-        if check and not math.isfinite(float(params[-1][1].sum())):
+        if check and not math.isfinite(np.add.reduce(params[-1][1])):
             self._stepped = None
             raise ValueError(
                 "sgd_step: the parameters became NaN or infinite (a learning rate too large?)"
             )
         return loss
+
+    def stepper(self, batch: int) -> Callable[[Params, np.ndarray, np.ndarray, float], float]:
+        """The fused ``sgd_step`` kernel for batches of ``batch`` rows with its buffers bound
+        once, unchecked: for a training loop that checked its data and params already."""
+        fn, buf = self.kernels["sgd_step"].fn, self._buf("sgd_step", batch)
+        return lambda params, X, Y, lr: float(fn(params, X, Y, lr, buf))
 
     def _same_params(self, params: Params) -> bool:
         """``params`` is the list (and the very arrays, of unchanged layout) the last checked
@@ -177,20 +183,27 @@ class Model:
 
     def check_data(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         X = self.check_inputs(X)
-        Y = self._array(Y, "Y", (None, self.spec.widths[-1]))
+        loss = get_loss(self.spec.loss)
+        # a classifier's Y: finite rows summing to 1, both seen in the row sums
+        Y = self._array(Y, "Y", (None, self.spec.widths[-1]), finite=not loss.classification)
         if len(X) != len(Y):
             raise ValueError(
                 f"X and Y must have the same number of rows (samples), got {len(X)} and {len(Y)}"
             )
-        loss = get_loss(self.spec.loss)
-        if loss.classification and float(np.abs(Y.sum(axis=1) - 1.0).max()) > 1e-6:
+        if loss.classification and not _off_one(Y) <= 1e-6:
+            if not _finite(Y):
+                raise ValueError("Y contains NaN or inf")
             raise ValueError(
                 f"Y: each row must sum to 1 for {loss.text} (one-hot or probabilities), "
                 "since the simplified output term G^N = (Y − X^N)/B assumes it"
             )
         return X, Y
 
-    def _array(self, a: object, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    def _array(
+        self, a: object, name: str, shape: tuple[int | None, ...], finite: bool = True
+    ) -> np.ndarray:
+        """``a`` as a C-contiguous array of the model's dtype and ``shape`` (None: any number
+        of rows, at least one); NaN or inf refused unless ``finite=False`` (checked later)."""
         if (  # the common case, checked in a few attribute reads
             type(a) is np.ndarray
             and a.dtype == self.dtype
@@ -199,7 +212,7 @@ class Model:
             and all(d is None or d == s for d, s in zip(shape, a.shape))
             and a.shape[0] > 0
         ):
-            if not np.isfinite(a).all():
+            if finite and not _finite(a):
                 raise ValueError(f"{name} contains NaN or inf")
             return a
         expected = "(" + ", ".join("B" if d is None else str(d) for d in shape) + ")"
@@ -218,7 +231,7 @@ class Model:
         if shape[0] is None and arr.shape[0] == 0:
             raise ValueError(f"{name} must have at least one row, got shape {arr.shape}")
         arr = np.ascontiguousarray(arr, dtype=self.dtype)
-        if not np.isfinite(arr).all():
+        if finite and not _finite(arr):
             raise ValueError(f"{name} contains NaN or inf")
         return arr
 
@@ -229,6 +242,20 @@ def available_memory() -> int:
         return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 64 << 30
+
+
+def _finite(a: np.ndarray) -> bool:
+    """No NaN or inf in a: its sum is finite (one pass, no temporary), or, when the sum
+    overflowed, every entry is."""
+    return math.isfinite(np.add.reduce(a, axis=None)) or bool(np.isfinite(a).all())
+
+
+def _off_one(Y: np.ndarray) -> float:
+    """max_i |Σ_j Y_ij − 1|: how far the rows of Y are from summing to 1."""
+    rows = np.add.reduce(Y, axis=1)
+    np.subtract(rows, 1.0, out=rows)
+    np.absolute(rows, out=rows)
+    return float(np.maximum.reduce(rows))
 
 
 def check_memory(spec: NetworkSpec, batch: int, itemsize: int = 8) -> None:

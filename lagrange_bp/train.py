@@ -152,6 +152,8 @@ def train(
     best: tuple[float, int, Params] | None = None
     t0 = time.perf_counter()
     epoch = first - 1
+    sizes = {min(batch_size, n), n % batch_size} if opt.name == "sgd" else set()
+    steps = {size: model.stepper(size) for size in sizes if size}  # full and last batches
     # overflow on the way to divergence is reported once, by TrainingDiverged, not as warnings
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for epoch in range(first, first + epochs):
@@ -161,14 +163,14 @@ def train(
             for i in range(n_batches):
                 rows = slice(i * batch_size, (i + 1) * batch_size)
                 Xb, Yb = Xs[rows], Ys[rows]
-                if opt.name == "sgd":
-                    loss = model.sgd_step(params, Xb, Yb, lr, check=False)
+                if opt.name == "sgd":  # the fused step: θ ← θ − η ∂L/∂θ, J from its forward pass
+                    loss = steps[len(Xb)](params, Xb, Yb, lr)
                     opt.steps += 1
                 else:
                     loss, grads = model.loss_and_grad(params, Xb, Yb)
                     opt.step(params, grads)
                 total += loss * len(Xb)
-                if not (math.isfinite(loss) and np.isfinite(params[-1][1]).all()):
+                if not math.isfinite(loss):  # NaN parameters show in the next batch's J
                     _diverged(epoch, i + 1, n_batches, lr)
                 if on_batch is not None:
                     on_batch(epoch, i + 1, params)

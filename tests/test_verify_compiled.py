@@ -110,8 +110,8 @@ MUTATIONS = [
     (
         "J not divided by B",
         "loss",
-        "loss = np.sum(loss_terms) / B",
-        "loss = np.sum(loss_terms)",
+        "loss = np.add.reduce(loss_terms, axis=None) / B",
+        "loss = np.add.reduce(loss_terms, axis=None)",
         "loss: the loss J",
     ),
 ]
