@@ -37,6 +37,8 @@ class Optimizer:
     eps: float = 1e-8
     steps: int = 0
     slots: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    #: two work arrays per parameter, so that a step allocates nothing (not part of the state)
+    work: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -53,32 +55,55 @@ class Optimizer:
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
 
     def step(self, params: Params, grads: Params) -> None:
-        """One update of ``params`` in place with the gradient ``grads`` (same layout)."""
+        """One update of ``params`` in place with the gradient ``grads`` (same layout); the
+        same arithmetic, in the same order, as the formulas above, into work arrays."""
         theta = [a for pair in params for a in pair]
         g = [a for pair in grads for a in pair]
         if not self.slots:
             self.slots = {slot: [np.zeros_like(a) for a in theta] for slot in SLOTS[self.name]}
+        if len(self.work) != len(theta) or any(
+            w.shape != a.shape for (w, _), a in zip(self.work, theta)
+        ):
+            self.work = [(np.empty_like(a), np.empty_like(a)) for a in theta]
         self.steps += 1
         if self.name == "sgd":
-            for p, d in zip(theta, g):
-                p -= self.lr * d
+            for p, d, (t, _) in zip(theta, g, self.work):
+                np.multiply(d, self.lr, out=t)
+                p -= t
         elif self.name in ("momentum", "nesterov"):
-            for p, d, v in zip(theta, g, self.slots["velocity"]):
+            for p, d, v, (t, _) in zip(theta, g, self.slots["velocity"], self.work):
                 if self.steps == 1:
                     v[...] = d
                 else:
                     v *= self.momentum
                     v += d
-                p -= self.lr * (d + self.momentum * v if self.name == "nesterov" else v)
+                if self.name == "nesterov":  # η (g + μ v)
+                    np.multiply(v, self.momentum, out=t)
+                    np.add(d, t, out=t)
+                    t *= self.lr
+                else:
+                    np.multiply(v, self.lr, out=t)
+                p -= t
         else:
-            b1, b2 = self.betas
-            c1, c2 = 1 - b1**self.steps, 1 - b2**self.steps
-            for p, d, m, s in zip(theta, g, self.slots["m"], self.slots["s"]):
-                m *= b1
-                m += (1 - b1) * d
-                s *= b2
-                s += (1 - b2) * d * d
-                p -= (self.lr / c1) * m / (np.sqrt(s) / math.sqrt(c2) + self.eps)
+            self._adam(theta, g)
+
+    def _adam(self, theta: list[np.ndarray], g: list[np.ndarray]) -> None:
+        b1, b2 = self.betas
+        c1, c2 = 1 - b1**self.steps, 1 - b2**self.steps
+        for p, d, m, s, (t, u) in zip(theta, g, self.slots["m"], self.slots["s"], self.work):
+            m *= b1
+            np.multiply(d, 1 - b1, out=t)
+            m += t
+            s *= b2
+            np.multiply(d, 1 - b2, out=t)
+            t *= d
+            s += t
+            np.sqrt(s, out=u)  # √s / √(1 − β₂ᵗ) + ε
+            u /= math.sqrt(c2)
+            u += self.eps
+            np.multiply(m, self.lr / c1, out=t)  # (η / (1 − β₁ᵗ)) m
+            t /= u
+            p -= t
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue exactly: hyperparameters, step count, slot arrays."""

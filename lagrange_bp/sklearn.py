@@ -54,7 +54,7 @@ import numbers
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, Self
@@ -459,6 +459,7 @@ class _LagrangeMLP(BaseEstimator):
 
         kernel = model.kernels["loss_and_grad"].fn
         buffers: dict[int, tuple[np.ndarray, ...]] = {}
+        steps: dict[int, Callable[[Params, np.ndarray, np.ndarray, float], float]] = {}
         n_iter = 0
         for _ in range(1 if incremental else config.max_iter):
             order = rng.permutation(n) if self.shuffle else None
@@ -468,12 +469,18 @@ class _LagrangeMLP(BaseEstimator):
                 for start in range(0, n, batch):
                     xb, yb = Xs[start : start + batch], Ys[start : start + batch]
                     rows = len(xb)
-                    if rows not in buffers:
-                        buffers[rows] = _buffers(model, "loss_and_grad", rows)
-                    loss, grads = kernel(params, xb, yb, buffers[rows])
+                    if opt.name == "sgd":  # the fused step, as lbp.train takes it
+                        if rows not in steps:
+                            steps[rows] = model.stepper(rows)
+                        loss = steps[rows](params, xb, yb, opt.lr)
+                        opt.steps += 1
+                    else:
+                        if rows not in buffers:
+                            buffers[rows] = _buffers(model, "loss_and_grad", rows)
+                        loss, grads = kernel(params, xb, yb, buffers[rows])
+                        opt.step(params, grads)
                     if not math.isfinite(loss):
                         _diverged(len(loss_curve) + 1, start // batch + 1, config.lr)
-                    opt.step(params, grads)
                     total += float(loss) * rows
             if not all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in params):
                 _diverged(len(loss_curve) + 1, -(-n // batch), config.lr)
