@@ -9,7 +9,9 @@ from .generic import GenericDerivation
 from .generic import derive_generic as derive_general
 from .grading import Grade, grade
 from .graph import Graph, GraphSpec, graph_from_json, recurrent
+from .graph_general import verify_graph_general
 from .graph_kkt import GraphDerivation
+from .graph_model import GraphModel
 from .kkt import Derivation, derive
 from .model import Model, compile
 from .rules import RuleReport, check_rule
@@ -38,6 +40,7 @@ __all__ = [
     "Grade",
     "Graph",
     "GraphDerivation",
+    "GraphModel",
     "GraphSpec",
     "Model",
     "NetworkSpec",
@@ -59,5 +62,6 @@ __all__ = [
     "train",
     "verify",
     "verify_general",
+    "verify_graph_general",
 ]
 __version__ = "0.1.0"

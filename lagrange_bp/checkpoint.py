@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from .graph import GraphSpec
+from .graph_checkpoint import FORMAT as GRAPH_FORMAT
+from .graph_checkpoint import load_graph
 from .model import Params, check_memory
 from .safe_io import open_npz, read_member, shown, writable
 from .spec import NetworkSpec
@@ -46,13 +49,20 @@ def _slot_arrays(state: dict[str, Any] | None) -> dict[str, np.ndarray]:
 
 def save(
     path: str | Path,
-    spec: NetworkSpec,
-    params: Params,
+    spec: NetworkSpec | GraphSpec,
+    params: Params | dict[str, np.ndarray],
     info: dict[str, Any] | None = None,
     state: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``params`` of ``spec`` (and JSON-able ``info``) to ``path`` atomically; with a
-    training ``state`` (``TrainResult.state``) also what ``train --resume`` needs to go on."""
+    training ``state`` (``TrainResult.state``) also what ``train --resume`` needs to go on.
+    A ``GraphSpec`` (params a dict) is stored with its JSON (``graph_checkpoint``)."""
+    if isinstance(spec, GraphSpec):
+        from .graph_checkpoint import save_graph
+
+        writable(Path(path), "model file")
+        return save_graph(path, spec, params, info, state)  # type: ignore[arg-type]
+    assert not isinstance(params, dict), "params of a NetworkSpec are a list of (W, b)"
     for k, (W, b) in enumerate(params, start=1):
         if not (np.isfinite(W).all() and np.isfinite(b).all()):
             raise CheckpointError(f"refusing to save: W^{k} or b^{k} contains NaN or inf")
@@ -76,6 +86,11 @@ def save(
     arrays |= slots
     arrays["meta"] = np.array(meta)
     arrays["sha256"] = np.array(_digest(meta, params, list(slots.values())))
+    return write_atomic(path, arrays)
+
+
+def write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """``np.savez`` into a temporary file in the same folder, then renamed onto ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -90,8 +105,9 @@ def save(
     return path
 
 
-def load(path: str | Path) -> tuple[NetworkSpec, Params, dict[str, Any]]:
+def load(path: str | Path) -> tuple[NetworkSpec | GraphSpec, Any, dict[str, Any]]:
     """(spec, params, info) from a file written by ``save``; ``CheckpointError`` otherwise.
+    A graph's file gives its ``GraphSpec`` and params as a dict (``graph_checkpoint``).
 
     Only the members the format defines are read (meta, sha256, W1.., b1..), each after its
     header is checked against the size its network gives it, and a network that cannot fit in
@@ -110,6 +126,8 @@ def load(path: str | Path) -> tuple[NetworkSpec, Params, dict[str, Any]]:
         with archive as z:
             meta_text = str(read_member(z, "meta", what, MAX_META_BYTES)[()])
             meta = json.loads(meta_text)
+            if isinstance(meta, dict) and meta.get("format") == GRAPH_FORMAT:
+                return load_graph(z, meta_text, meta, what)
             if not isinstance(meta, dict) or meta.get("format") != FORMAT:
                 raise ValueError(f"format {shown(str(meta.get('format')))}, expected {FORMAT!r}")
             spec = NetworkSpec(

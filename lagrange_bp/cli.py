@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
+from .cli_graph import add_graph_args, graph_from_args
 from .cli_train import (
     BadInput,
     add_train_parser,
@@ -28,6 +29,9 @@ from .functions import ACTIVATIONS, LOSSES
 from .generic import derive_generic as derive_general
 from .grading import LAYOUTS, NoVerdict, SubmissionError, finish, grade, judge, plan, start
 from .grading import report as rule_report
+from .graph import GraphSpec
+from .graph_general import default_graphs, verify_graph_general
+from .graph_render import render as render_graph
 from .kkt import derive
 from .model import Model
 from .render import FORMATS, render
@@ -83,7 +87,8 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--general",
         action="store_true",
-        help="the generic layer: any depth and widths, in matrix-batch form",
+        help="the generic layer: any depth and widths, in matrix-batch form (verify with "
+        "--graph/--recurrent: the general proof for graphs, also checked at that graph)",
     )
     p.add_argument(
         "--max-weights",
@@ -124,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("derive", help="print the Lagrangian and its KKT conditions")
     _add_spec_args(p)
+    add_graph_args(p)
     p.add_argument("--format", choices=FORMATS, default="text")
     p.add_argument(
         "--output",
@@ -134,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("verify", help="prove the derived equations are backpropagation")
     _add_spec_args(p)
+    add_graph_args(p)
     p.add_argument(
         "--compiled",
         action="store_true",
@@ -206,7 +213,52 @@ def _general_decay(args: argparse.Namespace) -> bool:
     return alpha > 0
 
 
+def _graph(args: argparse.Namespace, general: bool = False) -> tuple[GraphSpec, int | None] | None:
+    """The graph of --graph or --recurrent and the size limit, or None; bad input raises.
+    ``general``: --general applies (verify: the general proof for graphs)."""
+    try:
+        graph = graph_from_args(args)
+    except (ValueError, TypeError) as exc:
+        raise BadInput(str(exc)) from None
+    if graph is None:
+        return None
+    clash = [
+        name
+        for name, given in (
+            ("--widths", args.widths is not None),
+            ("--general", args.general and not general),
+            ("--compiled", getattr(args, "compiled", False)),
+            ("--weight-decay", args.weight_decay is not None),
+        )
+        if given
+    ]
+    if clash:
+        raise BadInput(f"{clash[0]} does not apply to --graph/--recurrent; drop it")
+    if args.max_weights < 0:
+        raise BadInput(f"--max-weights must be ≥ 0 (0 lifts the limit), got {args.max_weights}")
+    limit = args.max_weights or None
+    try:
+        graph.check_exact_size(limit)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    return graph, limit
+
+
+def _derive_graph(args: argparse.Namespace, graph: GraphSpec, limit: int | None) -> int:
+    """derive --graph/--recurrent: the graph's derivation in the chosen format."""
+    page = render_graph(derive(graph, max_weights=limit), args.format)
+    if not args.output:
+        print(page)
+        return 0
+    _write(args.output, page + "\n")
+    print(f"{args.format} derivation of {graph.describe()} written to {printable(args.output)}")
+    return 0
+
+
 def cmd_derive(args: argparse.Namespace) -> int:
+    given = _graph(args)
+    if given is not None:
+        return _derive_graph(args, *given)
     if args.general:
         g = derive_general(_general_decay(args))
         if args.format == "json":
@@ -265,6 +317,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
         trials = check_trials(args.trials if args.trials is not None else 2)
     except ValueError as exc:
         raise BadInput(f"--{exc}") from None
+    given = _graph(args, general=True)
+    if given is not None and args.general:  # the general proof, instantiated at this graph too
+        graphs = (*default_graphs(), given[0])
+        report = verify_graph_general(graphs, seed=args.seed, progress=_progress)
+        print(report_json(report) if args.json else report)
+        return 0 if report.ok else 1
+    if given is not None:
+        graph, limit = given
+        report = verify(graph, trials=trials, seed=args.seed, max_weights=limit, progress=_progress)
+        print(report_json(report) if args.json else report)
+        return 0 if report.ok else 1
     if args.compiled:
         if args.general:
             raise BadInput("give --general or --compiled, not both")

@@ -12,14 +12,29 @@ import numpy as np
 
 from . import checkpoint
 from .checkpoint import CheckpointError
+from .cli_graph import (
+    RECURRENT_DEFAULTS,
+    add_graph_args,
+    check_graph_options,
+    read_graph,
+    recurrent_from_args,
+    recurrent_steps,
+    step_sizes,
+)
 from .datasets import BUILTIN, Dataset, load, load_file
 from .functions import ACTIVATIONS, LOSSES, get_loss
+from .graph import GraphSpec
+from .graph_model import check_graph_memory
 from .model import DTYPES, Model, Params, check_memory
+from .model import compile as compile_model
 from .optimizers import OPTIMIZERS
 from .plots import plot_history
 from .safe_io import printable, shown, writable
+from .sequences import SEQUENCES
 from .spec import NetworkSpec
 from .train import TrainingDiverged, evaluate, train
+
+TRAIN_RECURRENT = {**RECURRENT_DEFAULTS, "hidden": 16, "steps": 10}  # --recurrent's defaults
 
 
 class BadInput(Exception):
@@ -59,7 +74,8 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument(
         "--activations",
         help=f"one or N activations, comma-separated: {', '.join(ACTIVATIONS)} or an expression "
-        "in z such as 'z*tanh(softplus(z))' (default tanh,softmax or tanh,identity)",
+        "in z such as 'z*tanh(softplus(z))' (default tanh,softmax or tanh,identity); with "
+        "--recurrent CELL[,OUTPUT]",
     )
     p.add_argument(
         "--loss",
@@ -112,6 +128,7 @@ def add_train_parser(sub: Any) -> None:
         "backward the derived adjoint, with torch.optim (needs PyTorch) (default numpy)",
     )
     p.add_argument("--device", help="with --backend torch: cpu (default) or cuda")
+    add_graph_args(p, sizes=False, defaults=TRAIN_RECURRENT)
     p = sub.add_parser("evaluate", help="evaluate a saved model on a dataset's test split")
     p.add_argument("--model", required=True, help="a .npz file written by train --save")
     add_data_args(p, " (default: the one the model was trained on)")
@@ -126,11 +143,14 @@ def _seed(value: int | None, option: str) -> int:
     return value
 
 
-def dataset(args: argparse.Namespace) -> Dataset:
+def dataset(args: argparse.Namespace, graph: GraphSpec | None = None) -> Dataset:
     if bool(args.dataset) == bool(args.data):
         raise BadInput("give either --dataset NAME or --data FILE --target COLUMN")
     split_seed = _seed(args.split_seed, "--split-seed")
     try:
+        if args.dataset in SEQUENCES:  # T and the targets' steps from the graph
+            options = sequence_options(args, graph)
+            return load(args.dataset, split_seed=split_seed, **options)
         if args.dataset:
             return load(args.dataset, split_seed=split_seed)
         if not args.target:
@@ -189,8 +209,15 @@ def spec_for(args: argparse.Namespace, data: Dataset) -> NetworkSpec:
     return spec
 
 
-def check_fits(spec: NetworkSpec, data: Dataset, what: str) -> None:
-    if spec.widths[0] != data.n_features or spec.widths[-1] != data.n_outputs:
+def check_fits(spec: NetworkSpec | GraphSpec, data: Dataset, what: str) -> None:
+    if isinstance(spec, GraphSpec):
+        ins, outs = sum(spec.input_widths), sum(spec.output_widths)
+        if (ins, outs) != (data.n_features, data.n_outputs):
+            raise BadInput(
+                f"{what} takes {ins} inputs and gives {outs} outputs, which does not fit "
+                f"{data.name}: it has {data.n_features} features and {data.n_outputs} outputs"
+            )
+    elif spec.widths[0] != data.n_features or spec.widths[-1] != data.n_outputs:
         raise BadInput(
             f"{what} is {'-'.join(map(str, spec.widths))}, which does not fit {data.name}: it has "
             f"{data.n_features} features (n_0) and {data.n_outputs} outputs (n_N)"
@@ -207,7 +234,7 @@ def _positive(args: argparse.Namespace) -> None:
             raise BadInput(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
 
 
-def _resumed(args: argparse.Namespace, spec: NetworkSpec) -> tuple[Params, dict[str, Any]]:
+def _resumed(args: argparse.Namespace, spec: NetworkSpec | GraphSpec) -> tuple[Any, dict[str, Any]]:
     """The parameters and training state saved by ``train --save``, for this same network."""
     try:
         saved, params, info = checkpoint.load(args.resume)
@@ -227,21 +254,69 @@ def _resumed(args: argparse.Namespace, spec: NetworkSpec) -> tuple[Params, dict[
     return params, state
 
 
+def graph_arg(args: argparse.Namespace) -> GraphSpec | None:
+    """The graph of --graph FILE (read as derive and verify read it), or None; refuses clashes."""
+    try:
+        check_graph_options(args)
+        graph = read_graph(args.graph) if args.graph else None
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    if args.graph or args.recurrent:
+        for option, given in (("--widths", args.widths), ("--weight-decay", args.weight_decay)):
+            if given:
+                raise BadInput(f"{option} does not apply to --graph/--recurrent; drop it")
+    return graph
+
+
+def sequence_options(args: argparse.Namespace, graph: GraphSpec | None) -> dict[str, Any]:
+    """Steps T and targets for the sequence datasets, from --recurrent or the graph's inputs."""
+    if getattr(args, "recurrent", False):
+        steps, at = recurrent_steps(args, TRAIN_RECURRENT)
+        return {"steps": steps, "outputs_at": at}
+    if graph is None:
+        return {}
+    steps = len(graph.input_widths)
+    every = len(graph.outputs) == steps and steps > 1
+    return {"steps": steps, "outputs_at": "every" if every else "last"}
+
+
+def graph_for(args: argparse.Namespace, graph: GraphSpec | None, data: Dataset) -> GraphSpec:
+    """--graph's spec checked against the data, or --recurrent's Elman network for it."""
+    if graph is None:
+        graph = _recurrent_spec(args, data)
+    check_fits(graph, data, "--graph" if args.graph else "--recurrent")
+    return graph
+
+
+def _recurrent_spec(args: argparse.Namespace, data: Dataset) -> GraphSpec:
+    """--recurrent's network, its sizes per step from the data, its loss train's default."""
+    loss = "cross_entropy" if data.task == "classification" else "mse"
+    try:
+        ins, outs = step_sizes(args, data.n_features, data.n_outputs, TRAIN_RECURRENT, data.name)
+        return recurrent_from_args(args, ins, outs, defaults=TRAIN_RECURRENT, loss=loss)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _positive(args)
     args.seed = _seed(args.seed, "--seed")
-    data = dataset(args)
-    spec = spec_for(args, data)
+    graph = graph_arg(args)
+    data = dataset(args, graph)
+    spec = graph_for(args, graph, data) if graph or args.recurrent else spec_for(args, data)
     _outputs(args)
     try:
-        model = Model(spec, args.dtype)
-        check_memory(spec, args.batch_size, np.dtype(args.dtype).itemsize)
+        model = compile_model(spec, args.dtype)
+        if isinstance(spec, NetworkSpec):
+            check_memory(spec, args.batch_size, np.dtype(args.dtype).itemsize)
+        else:
+            check_graph_memory(spec, args.batch_size, np.dtype(args.dtype).itemsize)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     params, state = None, None
     if args.resume:
         params, state = _resumed(args, spec)
-    start = params if params is not None else model.init_params(args.seed)
+    start: Any = params if params is not None else model.init_params(args.seed)
     start_loss = model.loss(start, data.X_train, data.Y_train)
     bar = _progress_bar(args.epochs, quiet=args.json)
     try:
@@ -325,6 +400,8 @@ def _torch_trainer(args: argparse.Namespace) -> Any:
     """``train``'s call on the exported torch module (``torch_export.fit``), same batches."""
     if args.backend != "torch":
         raise BadInput("--device needs --backend torch")
+    if args.graph or args.recurrent:
+        raise BadInput("--backend torch trains --widths networks; --graph, --recurrent: numpy")
     if args.patience is not None or args.resume:
         raise BadInput("--patience and --resume are not offered with --backend torch")
     try:
@@ -357,10 +434,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except checkpoint.CheckpointError as exc:
         raise BadInput(str(exc)) from None
     _trained_on(args, info)
-    data = dataset(args)
+    data = dataset(args, spec if isinstance(spec, GraphSpec) else None)
     shown_model = printable(args.model)
     check_fits(spec, data, f"the network in {shown_model}")
-    model = Model(spec)
+    model = compile_model(spec)
     final = {"test": evaluate(model, params, data.X_test, data.Y_test)}
     if args.json:
         print(

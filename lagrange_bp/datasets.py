@@ -10,12 +10,13 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .safe_io import open_npz, printable, read_member, shown
 
-BUILTIN = ("digits", "iris", "diabetes", "xor", "moons")
+BUILTIN = ("digits", "iris", "diabetes", "xor", "moons", "adding", "sine")
 MAX_CLASSES = 50
 MAX_DATA_BYTES = 2**31  # 2 GiB per array of an NPZ data file
 
@@ -48,9 +49,21 @@ class Dataset:
         )
 
 
-def load(name: str, *, split_seed: int = 0, test_size: float = 0.25) -> Dataset:
-    """A built-in dataset: digits, iris, diabetes (scikit-learn), xor, moons (synthetic)."""
+def load(
+    name: str, *, split_seed: int = 0, test_size: float = 0.25, **sequence: Any
+) -> Dataset:
+    """A built-in dataset: digits, iris, diabetes (scikit-learn), xor, moons (synthetic), and
+    the sequences adding, sine (``sequences``: ``steps=``, ``samples=``, ``outputs_at=``)."""
     from sklearn import datasets as sk
+
+    from .sequences import SEQUENCES, sequence_dataset
+
+    if name in SEQUENCES:
+        return sequence_dataset(name, split_seed, test_size, **sequence)
+    if sequence:
+        raise ValueError(
+            f"{', '.join(sequence)}: options of the sequence datasets, not of {name!r}"
+        )
 
     if name == "digits":
         d = sk.load_digits()

@@ -9,10 +9,15 @@ with the hand-written reference (no SymPy, no generated code):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, overload
+
 import numpy as np
 
 from . import reference
 from .model import Model, Params
+
+if TYPE_CHECKING:
+    from .graph_model import GraphModel, GraphParams
 
 
 def kkt_residuals(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> dict[str, float]:
@@ -58,27 +63,40 @@ def kkt_residuals(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) ->
     }
 
 
+@overload
 def finite_difference_gradient(
-    model: Model, params: Params, X: np.ndarray, Y: np.ndarray, h: float = 1e-5
-) -> Params:
+    model: Model, params: Params, X: np.ndarray, Y: np.ndarray, h: float = ...
+) -> Params: ...
+@overload
+def finite_difference_gradient(
+    model: GraphModel, params: GraphParams, X: np.ndarray, Y: np.ndarray, h: float = ...
+) -> GraphParams: ...
+def finite_difference_gradient(
+    model: Model | GraphModel,
+    params: Params | GraphParams,
+    X: np.ndarray,
+    Y: np.ndarray,
+    h: float = 1e-5,
+) -> Params | GraphParams:
     """∂J/∂θ by central differences (J(θ + h e) − J(θ − h e)) / 2h, entry by entry, shaped
-    like ``params`` (which are restored exactly)."""
-    out = []
-    for W, b in params:
-        pair = []
-        for arr in (W, b):
-            grad = np.empty(arr.shape)
-            for i in np.ndindex(arr.shape):
-                old = arr[i]
-                arr[i] = old + h
-                up = model.loss(params, X, Y)
-                arr[i] = old - h
-                down = model.loss(params, X, Y)
-                arr[i] = old
-                grad[i] = (up - down) / (2 * h)
-            pair.append(grad)
-        out.append((pair[0], pair[1]))
-    return out
+    like ``params`` (which are restored exactly): a list of (W, b) for a ``Model``, a dict
+    name → array for a compiled graph (``GraphModel``)."""
+
+    def central(arr: np.ndarray) -> np.ndarray:
+        grad = np.empty(arr.shape)
+        for i in np.ndindex(arr.shape):
+            old = arr[i]
+            arr[i] = old + h
+            up = model.loss(params, X, Y)  # type: ignore[arg-type]
+            arr[i] = old - h
+            down = model.loss(params, X, Y)  # type: ignore[arg-type]
+            arr[i] = old
+            grad[i] = (up - down) / (2 * h)
+        return grad
+
+    if isinstance(params, dict):
+        return {name: central(arr) for name, arr in params.items()}
+    return [(central(W), central(b)) for W, b in params]
 
 
 def reference_gradient_gap(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> float:

@@ -220,6 +220,16 @@ class GraphDerivation:
 
         return graph_text(self)
 
+    def _repr_markdown_(self) -> str:
+        from .graph_render import to_markdown
+
+        return to_markdown(self)
+
+    def _repr_latex_(self) -> str:
+        from .graph_render import graph_display_latex
+
+        return graph_display_latex(self)
+
     def __repr__(self) -> str:
         return (
             f"<GraphDerivation {self.spec.describe()}: {len(self.forward)} forward, "

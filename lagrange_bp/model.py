@@ -10,13 +10,17 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
 from .functions import get_activation, get_loss
+from .graph import GraphSpec
 from .kernels import Kernel, build_kernels
 from .spec import NetworkSpec
+
+if TYPE_CHECKING:
+    from .graph_model import GraphModel
 
 Params = list[tuple[np.ndarray, np.ndarray]]
 DTYPES = ("float64", "float32")
@@ -272,6 +276,15 @@ def check_memory(spec: NetworkSpec, batch: int, itemsize: int = 8) -> None:
         )
 
 
-def compile(spec: NetworkSpec, dtype: str = "float64") -> Model:
-    """Generate the model's NumPy kernels from the derived generic-layer equations."""
+@overload
+def compile(spec: NetworkSpec, dtype: str = "float64") -> Model: ...
+@overload
+def compile(spec: GraphSpec, dtype: str = "float64") -> GraphModel: ...
+def compile(spec: NetworkSpec | GraphSpec, dtype: str = "float64") -> Model | GraphModel:
+    """Generate the model's NumPy kernels from the derived generic-layer equations (a
+    ``GraphSpec``: from each node's derived equations, ``graph_model.GraphModel``)."""
+    if isinstance(spec, GraphSpec):
+        from .graph_model import GraphModel
+
+        return GraphModel(spec, dtype)
     return Model(spec, dtype)

@@ -12,13 +12,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .functions import get_loss
 from .model import Model, Params, check_memory
 from .optimizers import Optimizer
+
+if TYPE_CHECKING:
+    from .graph_model import GraphModel, GraphParams
 
 
 class TrainingDiverged(ValueError):
@@ -42,8 +45,15 @@ def accuracy(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> floa
     return float(np.mean(model.forward(params, X).argmax(axis=1) == np.asarray(Y).argmax(axis=1)))
 
 
-def evaluate(model: Model, params: Params, X: np.ndarray, Y: np.ndarray) -> dict[str, float]:
+def evaluate(
+    model: Model | GraphModel, params: Params | GraphParams, X: np.ndarray, Y: np.ndarray
+) -> dict[str, float]:
     """Loss J on (X, Y), and accuracy when the loss is a classification loss (cross-entropy)."""
+    if not isinstance(model, Model):  # a compiled graph: params are a dict
+        from .graph_train import evaluate_graph
+
+        return evaluate_graph(model, params, X, Y)  # type: ignore[arg-type]
+    assert not isinstance(params, dict)
     out = {"loss": model.loss(params, X, Y)}
     if get_loss(model.spec.loss).classification:
         out["accuracy"] = accuracy(model, params, X, Y)
@@ -63,14 +73,14 @@ def _positive(name: str, value: object, kind: type) -> None:
 
 
 def train(
-    model: Model,
+    model: Model | GraphModel,
     X: np.ndarray,
     Y: np.ndarray,
     epochs: int = 10,
     batch_size: int = 32,
     lr: float = 0.1,
     seed: int = 0,
-    params: Params | None = None,
+    params: Params | GraphParams | None = None,
     shuffle: bool = True,
     *,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
@@ -102,6 +112,21 @@ def train(
     ``on_batch(epoch, batch, params)`` after every step (read ``params``, do not keep them).
     Raises ``TrainingDiverged`` naming the epoch and batch if the parameters become NaN/inf.
     """
+    from .graph_model import GraphModel  # a compiled graph trains in graph_train
+
+    if isinstance(model, GraphModel):
+        from .graph_train import train_graph
+
+        options: dict[str, Any] = dict(
+            validation=validation, on_epoch=on_epoch, on_batch=on_batch, optimizer=optimizer,
+            momentum=momentum, betas=betas, eps=eps, patience=patience, resume=resume,
+            eval_every=eval_every,
+        )  # fmt: skip
+        graph_params: Any = params
+        return train_graph(
+            model, X, Y, epochs, batch_size, lr, seed, graph_params, shuffle, **options
+        )
+    assert not isinstance(params, dict)
     if not isinstance(model, Model):
         raise TypeError(
             f"model must be a lagrange_bp.Model (from lbp.compile), got {type(model).__name__}"

@@ -26,6 +26,7 @@ from .field import CONST, FRESH, Degenerate, Evaluator, Oracle, P, Value, retry,
 from .functions import Activation, get_activation, get_loss
 from .graph import GraphSpec
 from .graph_kkt import GraphDerivation
+from .graph_model import GraphModel
 from .kkt import Derivation, derive
 from .lagrangian import ALPHA, decay, layer_activations, preactivation
 from .model import Model
@@ -305,7 +306,7 @@ def check_trials(trials: object) -> int:
 
 
 def verify(
-    spec: NetworkSpec | GraphSpec | Model,
+    spec: NetworkSpec | GraphSpec | Model | GraphModel,
     *,
     trials: int | None = None,
     seed: int = 0,
@@ -329,6 +330,13 @@ def verify(
         )  # fmt: skip
     if isinstance(derivation, GraphDerivation):
         raise TypeError("derivation= is a graph's derivation; pass its GraphSpec as spec")
+    if isinstance(spec, GraphModel):  # a compiled graph: its kernels, run exactly
+        from .graph_verify_compiled import verify_graph_model
+
+        if derivation is not None:
+            raise ValueError("derivation= applies to a spec, not to a compiled model")
+        n = check_trials(1 if trials is None else trials)
+        return verify_graph_model(spec, trials=n, seed=seed, progress=progress)
     if isinstance(spec, Model):
         if derivation is not None:
             raise ValueError("derivation= applies to a spec, not to a compiled model")

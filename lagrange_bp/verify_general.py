@@ -89,7 +89,14 @@ def check_base(g: GenericDerivation, specs: tuple[NetworkSpec, ...]) -> tuple[bo
         "= −∂J/∂X^N_pq "
         "(ℓ abstract, summed over i = 1..n, j = 1..B)"
     ]
-    for loss in _losses(specs):
+    ok, records = check_loss_records(g, _losses(specs))
+    return ok, records if not ok else "\n".join([*lines, records])
+
+
+def check_loss_records(g: GenericDerivation, losses: list[Loss]) -> tuple[bool, str]:
+    """Each loss record's Λ^N = −(1/B) ∂ℓ/∂x is the abstract Λ^N with ℓ made concrete."""
+    lines = []
+    for loss in losses:
         mine, expected = output_adjoint_for(loss), for_loss(g.output_adjoint.rhs, loss)
         if sp.simplify(mine.function.expr - expected.function.expr) != 0:
             return False, f"{loss.text}: Λ^N = {mine} but the derivation gives {expected}"

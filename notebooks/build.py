@@ -1,4 +1,4 @@
-"""Build the three homework notebooks from their cells and execute them, storing the outputs.
+"""Build the homework notebooks from their cells and execute them, storing the outputs.
 
 Run ``python notebooks/build.py`` after changing a notebook's cells or the package; the tests
 execute the stored notebooks again from a fresh kernel and check their results.
@@ -603,11 +603,260 @@ print(json.dumps({"score": result.score, "max_score": result.max_score}))
     return cells
 
 
+NB5 = [
+    md(r"""
+# Homework, extended: backpropagation through time from the Lagrangian
+
+**Problem.** An Elman recurrent network reads a sequence $x_1, \dots, x_T$ with one cell whose
+parameters are shared by every step:
+$$h_t = \sigma(W_x x_t + W_h h_{t-1} + b), \quad h_0 = 0, \qquad
+o_t = \sigma_o(V h_t + c), \qquad t = 1, \dots, T,$$
+and is trained to minimise $J = \sum_t \ell(y_t, o_t)$ (outputs at every step; the adding
+problem at the end has one output, at $t = T$). Write the Lagrangian of this problem over time,
+and show that its stationarity conditions give the forward pass, *backpropagation through
+time* (BPTT), and the gradient of the shared parameters.
+
+**How to read this answer.** As in notebook 01, every formula in an *output* cell is produced
+by `lagrange_bp`: the network is unrolled over $T = 3$ steps, its Lagrangian is built with one
+multiplier per step's constraint, SymPy differentiates it entry by entry and the conditions
+are solved. The equations for every $T$ are then read off that derivation, the result is
+proven, and a network compiled from it is trained on a sequence task. One sequence is one
+sample; with a batch, $J$ is the mean over samples, every sample has its own states and
+multipliers, and the multipliers carry the $1/B$ (notebook 01, condition (b)).
+"""),
+    setup("Markdown"),
+    code(r"""
+from lagrange_bp.graph_render import bptt, part
+
+rnn = lbp.recurrent(inputs=1, hidden=2, outputs=1, steps=3, outputs_at="every")
+print(rnn.describe())
+d = lbp.derive(rnn)  # one multiplier per step's constraint; the cell's parameters are one set
+print(f"{len(d.forward)} forward, {len(d.adjoint)} adjoint and {len(d.gradients)} gradient "
+      f"equations, derived in {d.seconds:.2f} s")
+"""),
+    md(r"""
+`d` on a line of its own shows the whole derivation at once (`str(d)` as text,
+`graph_render.render(d, "latex")` for a document). Here `part(d, ...)` shows it one piece at a
+time, each after the words that explain it. The package's names for the textbook's: the state $h_t$ is the
+node $\mathrm{h}t$, printed $x^{(\mathrm{h}t)}$; $W_x = \mathrm{cell.W0}$,
+$W_h = \mathrm{cell.W1}$, $b = \mathrm{cell.b}$, $V = \mathrm{out.W}$, $c = \mathrm{out.b}$;
+$\lambda_{h_t} = \lambda^{(\mathrm{h}t)}$, and $z^{(\mathrm{h}t)}$ is the pre-activation
+$z_t = W_x x_t + W_h h_{t-1} + b$.
+
+## 1. The Lagrangian over time
+
+Unrolled, the recurrence is a chain of $T$ layers that all use the same parameters. Every
+step's constraint gets its own multiplier, $\lambda_{h_t}$ for $h_t$ and $\lambda_{o_t}$ for
+$o_t$; the parameters appear once each, in every step's constraint:
+$$\mathcal{L} = \sum_{t=1}^{T} \ell(y_t, o_t)
++ \sum_{t=1}^{T} \lambda_{h_t}^\top\big(h_t - \sigma(W_x x_t + W_h h_{t-1} + b)\big)
++ \sum_{t=1}^{T} \lambda_{o_t}^\top\big(o_t - \sigma_o(V h_t + c)\big).$$
+$h_0 = 0$ is a constant, not a variable: it has no constraint and no multiplier. For $T = 3$,
+one hidden width of 2 and tanh, written out entry by entry:
+"""),
+    code(r"""
+part(d, "lagrangian")
+"""),
+    md(r"""
+## 2. The stationarity conditions
+
+**(a) $\partial\mathcal{L}/\partial\lambda_{h_t} = 0$ and $\partial\mathcal{L}/\partial
+\lambda_{o_t} = 0$.** Each multiplier appears in its own constraint only, so the condition gives
+the constraint back: $h_t = \sigma(z_t)$ and $o_t = \sigma_o(z^o_t)$. Since $z_t$ reads
+$h_{t-1}$, they are solved in the order $t = 1, 2, \dots, T$: the forward pass runs forward in
+time.
+"""),
+    code(r"""
+part(d, "forward")
+"""),
+    md(r"""
+**(b) $\partial\mathcal{L}/\partial h_t = 0$, solved backwards in $t$.** The state $h_t$ appears
+in three places: its own constraint ($+\lambda_{h_t}$), the output constraint of step $t$
+(through $V h_t$), and the constraint of step $t+1$ (through $W_h h_t$ inside $z_{t+1}$), for
+$t < T$. So
+$$\frac{\partial\mathcal{L}}{\partial h_t} = \lambda_{h_t}
+- V^\top\big(\sigma_o'(z^o_t) \odot \lambda_{o_t}\big)
+- W_h^\top\big(\sigma'(z_{t+1}) \odot \lambda_{h_{t+1}}\big) = 0
+\;\Longrightarrow\;
+\lambda_{h_t} = \underbrace{V^\top\big(\sigma_o'(z^o_t) \odot \lambda_{o_t}\big)}_{\text{output at } t}
++ \underbrace{W_h^\top\big(\sigma'(z_{t+1}) \odot \lambda_{h_{t+1}}\big)}_{\text{step } t+1}.$$
+$\lambda_{h_t}$ needs $\lambda_{h_{t+1}}$: the system is triangular the other way round, and is
+solved from $t = T$ (where $h_T$ feeds no later step) down to $t = 1$. That is the "through
+time" of BPTT. And $\partial\mathcal{L}/\partial o_t = 0$ gives $\lambda_{o_t} =
+-\partial\ell/\partial o_t = y_t - o_t$ for the mse loss. Below, SymPy's derivative of
+$\mathcal{L}$ for each entry, set to 0 and solved; each sum is shown term by term, under a
+brace naming the node whose constraint the term comes from ($\mathrm{o}t$ or $\mathrm{h}(t{+}1)$).
+$\sigma' = 1 - h^2$ for tanh appears as the factor $\big((x^{(\mathrm{h}t)})^2 - 1\big)$ with the
+sign moved out, and $\lambda^{(\mathrm{h2})}_1$ reads $\mathrm{cell.W1}_{2,1}$: the transpose
+$W_h^\top$.
+"""),
+    code(r"""
+part(d, "adjoint")
+"""),
+    md(r"""
+**(c) $\partial\mathcal{L}/\partial\theta$: a sum over the uses of the shared cell.** The cell's
+parameters appear in the constraint of every step, so SymPy's derivative of $\mathcal{L}$ is a
+sum with one term per use, each the layer's local derivative with the states held fixed:
+$$\frac{\partial\mathcal{L}}{\partial W_h} = -\sum_{t} \big(\sigma'(z_t) \odot \lambda_{h_t}\big)
+h_{t-1}^\top, \qquad \frac{\partial\mathcal{L}}{\partial W_x} = -\sum_{t}
+\big(\sigma'(z_t) \odot \lambda_{h_t}\big) x_t^\top, \qquad \frac{\partial\mathcal{L}}{\partial b}
+= -\sum_{t} \sigma'(z_t) \odot \lambda_{h_t}.$$
+The $W_h$ sum has no $t = 1$ term, because $h_0 = 0$: the derivation simply has none.
+"""),
+    code(r"""
+part(d, "gradients")
+"""),
+    md(r"""
+**The textbook trap, and why the sum over uses avoids it.** A frequent wrong derivation of
+$\partial J/\partial W_h$ writes $\partial h_t/\partial W_h$ as "$\sigma'(z_t)\,h_{t-1}^\top$",
+the way one writes $\partial z/\partial W = x^\top$ for a feed-forward layer, treating $h_{t-1}$
+as if it were data. But $h_{t-1}$ is itself computed with $W_h$ (and so is $h_{t-2}$, …): the
+total derivative $dh_t/dW_h$ has a path through $h_{t-1}$, $h_{t-2}$, …, and dropping it
+keeps only the last link of each chain. The Lagrangian never forms $dh_t/dW_h$ at all. In
+$\mathcal{L}$ every $h_t$ is a variable of its own, so the partial derivative in (c) really is
+$\sigma'(z_t) h_{t-1}^\top$ per use, with $h_{t-1}$ held fixed. The paths the trap drops come
+back in two places. The **sum over uses** gives the path through $h_{t-1}$ its own term, the
+use at step $t-1$. The **multiplier** weighting each use, $\lambda_{h_t}$, carries the whole
+future through the $W_h^\top$ recursion of (b): $\lambda_{h_t} = -\,dJ/dh_t$, the total
+derivative through $h_{t+1}, \dots, h_T$. Drop either the sum or the recursion and the result
+is not the gradient.
+
+## 3. Why $\partial\mathcal{L}/\partial\theta$ is the gradient of $J$
+
+The argument of notebook 01 §3, unchanged. Let $h(\theta)$, $o(\theta)$ solve (a) and
+$\lambda(\theta)$ solve (b). Every constraint then holds, so $J(\theta) =
+\mathcal{L}(h(\theta), o(\theta), \lambda(\theta), \theta)$, and by the chain rule
+$$\frac{dJ}{d\theta} = \frac{\partial\mathcal{L}}{\partial\theta}
++ \sum_t \frac{\partial\mathcal{L}}{\partial h_t}\frac{dh_t}{d\theta}
++ \sum_t \frac{\partial\mathcal{L}}{\partial o_t}\frac{do_t}{d\theta}
++ \sum_t \frac{\partial\mathcal{L}}{\partial\lambda_t}\frac{d\lambda_t}{d\theta}
+= \frac{\partial\mathcal{L}}{\partial\theta},$$
+since every $\partial\mathcal{L}/\partial h_t$, $\partial\mathcal{L}/\partial o_t$ and
+$\partial\mathcal{L}/\partial\lambda_t$ is $0$. The total derivatives $dh_t/d\theta$ that the
+trap gets wrong are multiplied by zero: they never have to be computed. By induction from
+$t = T$ down, as in notebook 01 §4, $\lambda_{h_t} = -\partial J/\partial h_t$, and the chain
+rule's $\delta_t = \partial J/\partial z_t = -\sigma'(z_t) \odot \lambda_{h_t}$. The update is
+gradient descent on the shared parameters, $\theta \leftarrow \theta - \eta\,
+\partial\mathcal{L}/\partial\theta$, once per sequence (or batch), not once per step.
+
+## 4. The BPTT algorithm, for any number of steps $T$
+
+The derivation above is for $T = 3$. The equations for every $T$ are **read off** exact
+derivations, not typed: the network is derived at $T = 3$ and $T = 4$; the labels of each
+$\lambda_{h_t}$'s terms and of each gradient's terms say which occur at which step ($\mathrm{o}t$
+and $\mathrm{h}(t{+}1)$ in $\lambda_{h_t}$; the uses $\mathrm{h}t$, $\mathrm{o}t$ in a gradient),
+they are written as ranges of $t$, and every term is checked, entry by entry, to be the
+textbook term at its step:
+"""),
+    code(r"""
+part(d, "bptt")
+"""),
+    md(r"""
+Read as an algorithm, for one sequence (or a batch, samples side by side):
+
+1. **forward**, $t = 1, \dots, T$: $z_t$, $h_t = \sigma(z_t)$, $o_t$, keeping every $h_t$;
+2. **backward**, $t = T, \dots, 1$: $\lambda_{o_t}$, then $\lambda_{h_t}$ from $\lambda_{h_{t+1}}$,
+   one product with $W_h^\top$ per step;
+3. **gradient**: add each step's term $-(\sigma'(z_t) \odot \lambda_{h_t})\,x_t^\top$,
+   $-(\sigma'(z_t) \odot \lambda_{h_t})\,h_{t-1}^\top$, … into the shared parameters' sums;
+4. **update** $\theta \leftarrow \theta - \eta\,\partial\mathcal{L}/\partial\theta$.
+
+Both passes cost $O(T)$ products, and the backward pass needs the stored $h_t$. The adding
+problem below has a single output, at the last step: its derivation (read again, for that
+network) has the output term in $\lambda_{h_t}$ at $t = T$ only:
+"""),
+    code(r"""
+adding = lbp.recurrent(inputs=2, hidden=16, outputs=1, steps=10)  # the network trained below
+Markdown(bptt(adding, "markdown"))
+"""),
+    md(r"""
+## 5. The proof
+
+`lbp.verify` proves the derivation of the network above in five steps: (a) the forward
+conditions are the forward pass; (b) the solved multipliers make every
+$\partial\mathcal{L}/\partial h_t$ vanish, $\partial\mathcal{L}/\partial h_t$ taken afresh from
+$\mathcal{L}$; (c) at the KKT point $\partial\mathcal{L}/\partial\theta = \partial J/\partial
+\theta$, against forward-mode dual numbers through the unrolled network, where a shared
+parameter is *one* variable, so its sum over uses is what is tested; (d) the same with $\sigma$
+an undefined function; (e) each $\sigma'$ is SymPy's derivative of $\sigma$. In two lines:
+"""),
+    code(r"""
+report = lbp.verify(rnn)
+print(report.summary())
+"""),
+    md("Each step's claim and method, with the details folded away (click to open):"),
+    code(r"""
+report
+"""),
+    md(r"""
+## 6. Training an RNN on the adding problem
+
+The adding problem (Hochreiter and Schmidhuber): each step is a pair (value, marker), values
+uniform in $[0, 1]$; two markers are 1, one in each half of the sequence; the target is the sum
+of the two marked values. Predicting the mean, 1, gives $J = \tfrac12 \operatorname{Var} =
+1/12$; beating it needs the network to carry a value over up to $T - 1$ steps. The network is
+`adding` above ($T = 10$, hidden width 16, tanh, identity output at $t = T$), compiled into
+NumPy kernels printed from the derived equations and trained with Adam:
+"""),
+    code(r"""
+from lagrange_bp.datasets import load
+from lagrange_bp.plots import plot_history
+
+data = load("adding", steps=10)
+print(data.describe())
+model = lbp.compile(adding)
+result = lbp.train(model, data.X_train, data.Y_train, epochs=30, batch_size=32, lr=0.01,
+                   optimizer="adam", seed=0, validation=(data.X_test, data.Y_test))
+test = lbp.evaluate(model, result.params, data.X_test, data.Y_test)
+print(f"test loss J = {test['loss']:.4f} (always predicting 1: {1 / 12:.4f})")
+"""),
+    code(r"""
+fig = plot_history(result.history, title="adding problem, T = 10: RNN hidden 16, tanh")
+fig.axes[0].axhline(1 / 12, color="gray", linestyle="--", label="always predicting 1 (1/12)")
+_ = fig.axes[0].legend(loc="lower left")
+"""),
+    md(r"""
+## 7. The compiled gradients are the derived ones
+
+Two checks of the kernels that trained the network, at the trained parameters. First, central
+finite differences of the compiled $J$, entry by entry, against the compiled
+$\partial\mathcal{L}/\partial\theta$ (the BPTT of section 4) on 16 test sequences:
+"""),
+    code(r"""
+from lagrange_bp.diagnostics import finite_difference_gradient
+
+X, Y = data.X_test[:16], data.Y_test[:16]
+_, grads = model.loss_and_grad(result.params, X, Y)
+fd = finite_difference_gradient(model, result.params, X, Y, h=1e-6)
+fd_error = max(float(np.max(np.abs(grads[name] - fd[name]))) for name in grads)
+print(f"{sum(g.size for g in grads.values())} gradient entries; "
+      f"largest |finite difference − compiled| = {fd_error:.1e}")
+"""),
+    md(r"""
+Second, exactly: `lbp.verify(model)` runs each generated kernel's own source over the integers
+modulo $2^{61} - 1$ (a random oracle standing for $\tanh$) and compares it with dual numbers
+pushed through the unrolled graph. No rounding is involved: a wrong kernel would agree at the
+random point with a probability the report bounds (below $10^{-13}$ here; print `compiled` for
+the details):
+"""),
+    code(r"""
+compiled = lbp.verify(model)
+print(compiled.summary())
+"""),
+    code(r"""
+print(json.dumps({"proven": report.ok, "compiled_proven": compiled.ok, "fd_error": fd_error,
+                  "test_loss": test["loss"], "baseline": 1 / 12,
+                  "train_loss_first": result.history["train_loss"][0],
+                  "train_loss_last": result.history["train_loss"][-1]}))
+"""),
+]
+
 NOTEBOOKS = {
     "01_homework_kkt_backprop.ipynb": NB1,
     "02_small_network_by_hand.ipynb": NB2,
     "03_training.ipynb": NB3,
     "04_assignment_solution.ipynb": assignment(solution=True),
+    "05_bptt_from_the_lagrangian.ipynb": NB5,
 }
 
 

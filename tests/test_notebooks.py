@@ -19,6 +19,7 @@ NAMES = [
     "02_small_network_by_hand.ipynb",
     "03_training.ipynb",
     "04_assignment_solution.ipynb",
+    "05_bptt_from_the_lagrangian.ipynb",
 ]
 
 
@@ -74,6 +75,46 @@ def test_homework_shows_each_stationarity_condition_as_an_equation() -> None:
     assert "latex(" not in source
 
 
+def test_bptt_notebook_shows_each_condition_over_time_and_the_general_t_equations() -> None:
+    """Notebook 05 shows ∂L/∂λ = 0, ∂L/∂h_t = 0 with λ^h2's two terms under braces naming
+    o2 and h3, the gradient summed over the uses of the cell, and BPTT for any T read off the
+    derivation (W_h's sum from t = 2); every equation comes from the package's displays."""
+    nb = nbformat.read(NOTEBOOKS / "05_bptt_from_the_lagrangian.ipynb", as_version=4)
+    markdown = [o["data"]["text/markdown"] for c in nb.cells if c.cell_type == "code"
+                for o in c.outputs if "text/markdown" in o.get("data", {})]  # fmt: skip
+    shown = "\n".join(_latex_outputs(nb) + markdown)
+    dl = r"\frac{\partial \mathcal{L}}{\partial "
+    assert dl + r"\lambda^{(\mathrm{h1})}_{1}} &= x^{(\mathrm{h1})}_{1} - \tanh" in shown
+    assert dl + r"x^{(\mathrm{h2})}_{1}} &= " in shown
+    assert r"}_{\mathrm{o2}} + \underbrace{- \mathrm{cell.W1}_{1,1}" in shown
+    assert r"\text{parameters } \mathrm{cell} \text{ are shared by } \mathrm{h1}" in shown
+    assert r"\lambda_{h_t} &= V^\top\left(" in shown and r"-\sum_{t=2}^{T}" in shown
+    assert r"\lambda_{h_t} &= W_h^\top\left(" in shown, "the adding network: output at T only"
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "Math(" not in source and "latex(" not in source and "graph_bptt" not in source
+
+
+def test_a_derivation_part_is_what_render_prints() -> None:
+    """``graph_render.part``, the notebook's display of one piece: its text is lines of
+    ``str(d)``, its displays those of ``render(d, "markdown")``; "bptt" only for a
+    network built by ``recurrent``."""
+    from lagrange_bp.graph_render import PARTS, part, render
+
+    d = lbp.derive(lbp.recurrent(inputs=1, hidden=2, outputs=1, steps=2))
+    text, markdown = str(d), render(d, "markdown")
+    for name in PARTS:
+        shown = part(d, name)
+        assert all(line in text.splitlines() for line in shown.text.splitlines())
+        assert shown._repr_markdown_().strip() in markdown
+        assert shown._repr_latex_().startswith("$$\\begin{align*}")
+    g = lbp.Graph(inputs=2)
+    chain = lbp.derive(g.output(g.layer(g.inputs[0], 1, "tanh", name="h")))
+    with pytest.raises(ValueError, match="not built by recurrent"):
+        part(chain, "bptt")
+    with pytest.raises(ValueError, match="unknown part"):
+        part(d, "backward")
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_from_a_fresh_kernel(name: str) -> None:
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
@@ -92,6 +133,11 @@ def test_notebook_runs_from_a_fresh_kernel(name: str) -> None:
         }
     elif name.startswith("04"):
         assert result == {"score": 5.0, "max_score": 5.0}
+    elif name.startswith("05"):
+        assert result["proven"] and result["compiled_proven"]
+        assert result["fd_error"] < 1e-8
+        assert result["test_loss"] < 0.25 * result["baseline"], "the RNN beats predicting 1"
+        assert result["train_loss_last"] < 0.25 * result["train_loss_first"]
     elif name.startswith("02"):
         assert result["proven"] and result["right_rule_ok"] and not result["wrong_rule_ok"]
         assert result["batch_size"] == 2, "the 1/B must show"
