@@ -326,6 +326,10 @@ def test_bad_arguments_are_named() -> None:
         module(X, Y[:3])
     with pytest.raises(ValueError, match="each row must sum to 1 for cross_entropy"):
         module(X, 2 * Y)
+    nan_row = Y.copy()
+    nan_row[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="each row must sum to 1 for cross_entropy"):
+        module(X, nan_row)  # NaN compares false: refused, not let through
 
 
 def test_importing_the_package_does_not_import_torch() -> None:
