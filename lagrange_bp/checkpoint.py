@@ -144,7 +144,7 @@ def load(path: str | Path) -> tuple[NetworkSpec | GraphSpec, Any, dict[str, Any]
             digest = str(read_member(z, "sha256", what, 1024)[()])
     except CheckpointError:
         raise
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise CheckpointError(f"{what} is not a valid lagrange_bp checkpoint: {exc}") from None
     if not isinstance(meta.get("info", {}), dict):
         raise CheckpointError(f"{what} is not a valid lagrange_bp checkpoint")

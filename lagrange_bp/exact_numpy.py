@@ -297,8 +297,21 @@ def namespace(oracle: Oracle, constants: dict[float, sp.Basic]) -> tuple[dict[st
         (np_ns if module == "numpy" else scipy_special)[attr] = fake
     # np.add.reduce, the sums (np.sum without its Python wrapper): np.add with a reduce
     add = engine.add
+
+    def reduce(
+        a: FieldArray,
+        axis: int | None = 0,
+        dtype: None = None,
+        out: Any = None,
+        keepdims: bool = False,
+    ) -> Any:
+        """np.add.reduce's signature (axis 0 by default); a dtype is refused, not ignored."""
+        if dtype is not None:
+            raise TypeError("np.add.reduce with a dtype in exact arithmetic")
+        return engine.sum(a, axis, out, keepdims)
+
     np_ns["add"] = lambda a, b, out: add(a, b, out)
-    np_ns["add"].reduce = engine.sum
+    np_ns["add"].reduce = reduce
     # np.maximum.reduce, the softmax's row maximum (np.max without its Python wrapper)
     if "maximum" in np_ns:
         np_ns["maximum"].reduce = engine.max

@@ -404,7 +404,10 @@ class GraphSpec:
         if max_weights is not None and self.n_weights > max_weights:
             raise ValueError(
                 f"{self.describe()} has {self.n_weights} weights, above the exact-derivation "
-                f"limit of {max_weights}; raise it with max_weights=..."
+                f"limit of {max_weights} (one SymPy symbol per entry); prove the node kinds for "
+                f"every width with verify --general and the compiled code with "
+                f"lbp.verify(lbp.compile(spec)), or raise the limit with max_weights=... "
+                f"(CLI: --max-weights N, 0 for none)"
             )
 
     def to_json(self) -> str:
@@ -499,8 +502,10 @@ def graph_from_json(text: str) -> GraphSpec:
         doc = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
         raise ValueError(f"graph JSON does not parse: {exc}") from None
+    except RecursionError:  # '[[[[…' deep enough to exhaust the parser's stack
+        raise ValueError("graph JSON is nested too deeply") from None
     _keys(doc, _KEYS["top"], "graph")
-    if doc["format"] != FORMAT or doc["version"] != 1 or isinstance(doc["version"], bool):
+    if doc["format"] != FORMAT or type(doc["version"]) is not int or doc["version"] != 1:
         raise ValueError(f"graph JSON: format must be {FORMAT!r} and version 1")
     inputs = [_json_input(i, item) for i, item in enumerate(_list(doc["inputs"], "inputs"))]
     nodes = [_json_node(i, item) for i, item in enumerate(_list(doc["nodes"], "nodes"))]

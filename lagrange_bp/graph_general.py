@@ -489,9 +489,11 @@ def verify_graph_general(
         ),
         (
             "G3",
-            "induction in reverse topological order: Λ_c = −∂J/∂X_c for all consumers c ⇒ "
-            "Λ_v = −∂J/∂X_v; ∂L/∂θ = Σ over uses = ∂J/∂θ",
-            exact,
+            "the chain-rule lemmas the induction rests on: a total derivative through several "
+            "copies of X_v (or of θ) is the sum over the copies; the induction itself, in reverse "
+            "topological order (Λ_c = −∂J/∂X_c for all consumers c ⇒ Λ_v = −∂J/∂X_v), is argued "
+            "in the details",
+            exact + "; the lemmas for up to max(4, fan-out + 1) copies of a vector in R²",
             lambda: check_induction(copies, total),
         ),
         (

@@ -17,13 +17,13 @@ import random
 
 import sympy as sp
 
-from .field import CONST, FRESH, Degenerate, Evaluator, Oracle, P, Value, retry, seed_value
+from .field import CONST, Degenerate, Evaluator, Oracle, P, Value, retry
 from .functions import get_activation, get_loss
 from .graph import GraphSpec
 from .graph_kkt import GraphDerivation, activations, derive_graph, node_function, preactivation
 from .kkt import Derivation, partials
 from .spec import MAX_EXACT_WEIGHTS
-from .verify import Progress, Report, _dot, check_trials, timed_step
+from .verify import Progress, Report, affine, check_trials, lagrangian_side, seeded, timed_step
 
 
 def check_forward(d: GraphDerivation) -> tuple[bool, str]:
@@ -62,15 +62,6 @@ def check_adjoint(d: GraphDerivation) -> tuple[bool, str]:
     return True, f"{count} of {count} residuals ∂L/∂x_v[i] are exactly 0 (∂L/∂x taken from L)"
 
 
-def _lagrangian_side(
-    d: GraphDerivation, point: dict[sp.Symbol, int], oracle: Oracle
-) -> tuple[dict[sp.Symbol, int], int]:
-    ev = Evaluator({s: seed_value(v) for s, v in point.items()}, oracle)
-    for eq in d.forward + d.adjoint:
-        ev.env[eq.lhs] = ev(eq.rhs)
-    return {p: ev(g).v for p, g in d.gradients.items()}, ev.max_deg
-
-
 def _chain_rule_side(
     d: GraphDerivation,
     point: dict[sp.Symbol, int],
@@ -81,14 +72,7 @@ def _chain_rule_side(
     node from the spec: every partial (one tangent per parameter symbol), or dJ(θ + t v)/dt."""
     params = d.param_symbols()
     dims = 1 if direction is not None else len(params)
-    data = [s for s in point if s not in set(params)]  # inputs and targets
-    env: dict[sp.Symbol, Value] = {s: seed_value(point[s]) for s in data}
-    for i, p in enumerate(params):
-        env[p] = (
-            seed_value(point[p], i, dims)
-            if direction is None
-            else Value(point[p] % P, FRESH, [direction[p]], CONST)
-        )
+    env = seeded(point, params, direction)
     ev = Evaluator(env, oracle, dims)
     acts = activations(d.spec, d.abstract)
     x: dict[str, list[Value]] = {}
@@ -134,7 +118,7 @@ def _affine(
     for i in range(n.width):
         acc = env[b[i]]
         for w, u in zip(n.weight_names, n.inputs):
-            acc = _dot(ev, [env[s] for s in d.params[w].row(i)], x[u], acc)
+            acc = affine(ev, [env[s] for s in d.params[w].row(i)], x[u], acc)
         out.append(acc)
     return out
 
@@ -149,7 +133,7 @@ def check_gradients(d: GraphDerivation, trials: int, seed: int) -> tuple[bool, s
     def attempt() -> tuple[dict[sp.Symbol, int], int, int, int, Oracle, dict[sp.Symbol, int]]:
         point, oracle = {s: rng.randrange(P) for s in data}, Oracle(rng.randrange(2**64))
         v = {p: rng.randrange(P) for p in params}
-        lhs, deg_l = _lagrangian_side(d, point, oracle)
+        lhs, deg_l = lagrangian_side(d, point, oracle)
         (along,), deg_j = _chain_rule_side(d, point, oracle, v)
         combined = sum(lhs[p] * v[p] for p in params) % P
         return lhs, along, max(deg_l, deg_j) + 2, combined, oracle, point

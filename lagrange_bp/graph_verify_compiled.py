@@ -28,7 +28,16 @@ from .functions import X_VAR, Y_VAR, get_activation, get_loss
 from .graph_model import GraphModel
 from .matrices import ARG_U, ARG_V, ARG_W, BATCH, Entrywise, LogSoftmax
 from .verify import Progress, Report, timed_step
-from .verify_compiled import BATCH_SIZE, KERNEL_ORDER, Mismatch, Reference, _dot, _matmul, _mod
+from .verify_compiled import (
+    BATCH_SIZE,
+    KERNEL_ORDER,
+    Mismatch,
+    Reference,
+    _dot,
+    _matmul,
+    _mod,
+    check_exact_memory,
+)
 
 Arrays = dict[str, FieldArray]
 
@@ -39,6 +48,7 @@ class GraphReference(Reference):
     def __init__(self, model: GraphModel, oracle: Oracle) -> None:
         self.gspec, self.oracle = model.spec, oracle
         self.loss = get_loss(model.spec.loss)
+        self.alpha = 0  # graphs have no weight decay
         self.max_deg = 0
 
     def run_graph(self, params: Arrays, xs: list[FieldArray], ys: list[FieldArray]) -> None:
@@ -214,6 +224,7 @@ def verify_graph_model(
 ) -> Report:
     """Prove that a graph model's generated kernels compute what the chain rule gives."""
     spec = model.spec
+    check_exact_memory(spec)
     report = Report(
         f"Proof that the compiled kernels are backpropagation for {spec.describe()}",
         spec,

@@ -25,8 +25,10 @@ solver="momentum"/"nesterov"      the package's optimizer of that name, with ``m
 solver="lbfgs"                    not supported ≠
 alpha                             L2 penalty: ``NetworkSpec.weight_decay`` α = alpha / batch
                                   size (scikit-learn's batch objective adds
-                                  alpha/(2 n_batch) Σ‖W‖²), fixed at the first fit; default
-                                  0.0 ≠ 1e-4
+                                  alpha/(2 n_batch) Σ‖W‖²), fixed at the first fit (≠: a
+                                  smaller last batch keeps α, where scikit-learn divides by
+                                  its own size; a warm start with another alpha is refused);
+                                  default 0.0 ≠ 1e-4
 batch_size                        "auto" = min(200, n_samples), as scikit-learn
 learning_rate_init                lr η (constant; no ``learning_rate`` schedules ≠)
 max_iter                          epochs
@@ -175,6 +177,7 @@ class _LagrangeMLP(BaseEstimator):
     _loss: ClassVar[str]
     # fitted attributes (annotations only: they exist once fit has succeeded)
     spec_: NetworkSpec
+    _alpha: float  # the alpha that gave spec_.weight_decay
     coefs_: list[np.ndarray]
     intercepts_: list[np.ndarray]
     n_features_in_: int
@@ -408,6 +411,12 @@ class _LagrangeMLP(BaseEstimator):
         # objective's α is alpha / batch, fixed at the first fit (warm starts keep it)
         spec = self._spec(config, X.shape[1], Y.shape[1], self.alpha / batch)
         if not first:
+            if self.alpha != self._alpha:
+                raise ValueError(
+                    f"alpha is {self.alpha!r} but the fitted network was trained with "
+                    f"alpha={self._alpha!r} (its objective's weight decay); refit with "
+                    f"warm_start=False"
+                )
             spec = dataclasses.replace(spec, weight_decay=self.spec_.weight_decay)
             if spec != self.spec_:
                 how = "partial_fit" if incremental else "warm_start=True"
@@ -528,6 +537,7 @@ class _LagrangeMLP(BaseEstimator):
         if classes is not None:
             self.classes_ = classes
         self.spec_ = spec
+        self._alpha = self.alpha
         self.coefs_ = [W.T for W, _ in params]  # (n_in, n_out) views of C-contiguous W^k
         self.intercepts_ = [b for _, b in params]
         self.n_outputs_ = spec.widths[-1]

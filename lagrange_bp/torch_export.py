@@ -184,9 +184,15 @@ def build_torch_kernels(spec: NetworkSpec) -> dict[str, TorchKernel]:
     grads = "[" + ", ".join(f"(gW{k}, gb{k})" for k in range(1, n + 1)) + "]"
     tail: list[Block | str] = ["grad_X = None", "if need_x:", lam0, "grad_X = -lam0"]
     tail.append(f"return {grads}, grad_X")
-    scale = f"g{n} = g{n} * grad"  # the chain rule for the scalar torch passes back: d(cJ) = c dJ
     general = [*asm.output_general, *backward("grads"), *tail]
-    fused = [*layers[n].vjp, scale, *backward("grads"), *tail]
+    # the chain rule for the scalar torch passes back, d(cJ) = c dJ: G^N scaled, or with weight
+    # decay (whose α W^k does not pass through G^N) every gradient at the end
+    if spec.weight_decay:
+        rescale = [f"{g}{k} = {g}{k} * grad" for k in range(1, n + 1) for g in ("gW", "gb")]
+        scaled = [*tail[:3], "grad_X = -lam0 * grad", *tail[4:]]
+        fused = [*layers[n].vjp, *backward("grads"), *rescale, *scaled]
+    else:
+        fused = [*layers[n].vjp, f"g{n} = g{n} * grad", *backward("grads"), *tail]
     lams = "[" + ", ".join(f"lam{k}" for k in range(1, n + 1)) + "]"
     adjoint = [*forward, *layers[n].adjoint, *layers[n].vjp, *backward(None), f"return {lams}"]
     saved = {"forward": _saved(forward, general), "loss_forward": _saved(forward + loss, fused)}

@@ -110,7 +110,9 @@ def train(
     (NaN at the other epochs). Validation data are evaluated after every epoch.
     ``on_epoch(epoch, metrics)`` is called after every epoch (progress display), and
     ``on_batch(epoch, batch, params)`` after every step (read ``params``, do not keep them).
-    Raises ``TrainingDiverged`` naming the epoch and batch if the parameters become NaN/inf.
+    Raises ``TrainingDiverged`` naming the epoch and batch if the loss or the parameters become
+    NaN/inf: a step that makes the parameters NaN shows in the next batch's J (and at the end
+    of the epoch), so ``on_batch`` may see them once before the error.
     """
     from .graph_model import GraphModel  # a compiled graph trains in graph_train
 

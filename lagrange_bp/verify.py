@@ -176,8 +176,8 @@ def _random_point(d: Derivation, rng: random.Random) -> dict[sp.Symbol, int]:
     return {s: rng.randrange(P) for s in data}
 
 
-def _lagrangian_side(
-    d: Derivation, point: dict[sp.Symbol, int], oracle: Oracle
+def lagrangian_side(
+    d: Derivation | GraphDerivation, point: dict[sp.Symbol, int], oracle: Oracle
 ) -> tuple[dict[sp.Symbol, int], int]:
     """∂L/∂θ at the KKT point: forward, then adjoint, then the gradient expressions."""
     ev = Evaluator({s: seed_value(v) for s, v in point.items()}, oracle)
@@ -197,19 +197,13 @@ def _chain_rule_side(
     the single dJ(θ + t v)/dt."""
     params = d.param_symbols()
     dims = 1 if direction is not None else len(params)
-    data = [s for s in point if s not in set(params)]  # x⁰, y and α
-    env: dict[sp.Symbol, Value] = {s: seed_value(point[s]) for s in data}
-    for i, p in enumerate(params):
-        if direction is None:
-            env[p] = seed_value(point[p], i, dims)
-        else:
-            env[p] = Value(point[p] % P, FRESH, [direction[p]], CONST)
+    env = seeded(point, params, direction)
     ev = Evaluator(env, oracle, dims)
     acts: dict[int, Activation] = layer_activations(d.spec, d.abstract)
     x: list[Value] = [env[s] for s in d.input]
     max_deg = 0
     for k, (W, b) in enumerate(d.params, start=1):
-        z = [_dot(ev, [env[w] for w in W.row(i)], x, env[b[i]]) for i in range(W.rows)]
+        z = [affine(ev, [env[w] for w in W.row(i)], x, env[b[i]]) for i in range(W.rows)]
         u = sp.symbols(f"u1:{len(z) + 1}", real=True)
         layer = Evaluator(dict(zip(u, z)), oracle, dims)
         x = [layer(e) for e in acts[k].apply(u)]
@@ -222,7 +216,25 @@ def _chain_rule_side(
     return loss.t or [0] * dims, max(max_deg, head.max_deg, ev.max_deg)
 
 
-def _dot(ev: Evaluator, w: list[Value], x: list[Value], b: Value) -> Value:
+def seeded(
+    point: dict[sp.Symbol, int],
+    params: list[sp.Symbol],
+    direction: dict[sp.Symbol, int] | None = None,
+) -> dict[sp.Symbol, Value]:
+    """Dual numbers at ``point``: data (x⁰, y, α) constant; each parameter its own unit
+    tangent, or, given a direction v, the one tangent v_θ."""
+    dims, ps = 1 if direction is not None else len(params), set(params)
+    env: dict[sp.Symbol, Value] = {s: seed_value(v) for s, v in point.items() if s not in ps}
+    for i, p in enumerate(params):
+        if direction is None:
+            env[p] = seed_value(point[p], i, dims)
+        else:
+            env[p] = Value(point[p] % P, FRESH, [direction[p]], CONST)
+    return env
+
+
+def affine(ev: Evaluator, w: list[Value], x: list[Value], b: Value) -> Value:
+    """b + Σ_j w_j x_j in dual numbers: one entry of z = W x + b."""
     acc = b
     for wi, xi in zip(w, x):
         acc = ev._add(acc, ev._mul(wi, xi))
@@ -243,7 +255,7 @@ def check_gradients(d: Derivation, trials: int, seed: int) -> tuple[bool, str]:
     def attempt() -> tuple[dict[sp.Symbol, int], int, int, int, Oracle, dict[sp.Symbol, int]]:
         point, oracle = _random_point(d, rng), Oracle(rng.randrange(2**64))
         v = {p: rng.randrange(P) for p in params}
-        lhs, deg_l = _lagrangian_side(d, point, oracle)
+        lhs, deg_l = lagrangian_side(d, point, oracle)
         (along,), deg_j = _chain_rule_side(d, point, oracle, v)
         return (
             lhs,

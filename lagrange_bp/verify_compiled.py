@@ -37,6 +37,7 @@ import sympy as sp
 from .exact_numpy import ExactScalar, FieldArray, namespace, random_array, summed
 from .field import CONST, FRESH, Deg, Degenerate, Evaluator, Oracle, P, Value, number, retry
 from .functions import X_VAR, Y_VAR, Z_VAR, Activation, get_activation, get_loss
+from .graph import GraphSpec
 from .matrices import ARG_U, ARG_V, ARG_W, BATCH, Entrywise, LogSoftmax
 from .model import Model, available_memory
 from .spec import NetworkSpec
@@ -385,13 +386,14 @@ def verify_model(
     return report
 
 
-def check_exact_memory(spec: NetworkSpec) -> None:
+def check_exact_memory(spec: NetworkSpec | GraphSpec) -> None:
     """Refuse, with the numbers, a network whose exact check (a Python integer per entry) cannot
     fit in half this machine's memory."""
     need, have = spec.n_params * EXACT_BYTES_PER_PARAM, available_memory()
     if need > have // 2:
+        name = spec.describe() if isinstance(spec, GraphSpec) else "-".join(map(str, spec.widths))
         raise ValueError(
-            f"the exact check of network {'-'.join(map(str, spec.widths))} needs about "
+            f"the exact check of network {name} needs about "
             f"{need / 2**30:,.1f} GiB ({spec.n_params:,} parameters, each an exact number in "
             f"each of its copies); this machine has {have / 2**30:,.1f} GiB of memory"
         )

@@ -397,3 +397,40 @@ def test_rnn_hidden_4_steps_8_derives_and_proves_within_10_s() -> None:
     start = time.perf_counter()
     report = lbp.verify(lbp.recurrent(inputs=2, hidden=4, outputs=1, steps=8))
     assert report.ok and time.perf_counter() - start < 10
+
+
+def test_json_nested_too_deeply_is_bad_input_not_a_crash(tmp_path: object) -> None:
+    """'[[[…' exhausts json's recursion: graph_from_json, the CLI and checkpoint.load all say
+    so in one line instead of a RecursionError traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from lagrange_bp import checkpoint
+
+    deep = "[" * 200_000
+    with pytest.raises(ValueError, match="nested too deeply"):
+        lbp.graph_from_json(deep[: 900_000])
+    path = Path(str(tmp_path)) / "deep.json"
+    path.write_text(deep[:900_000], encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "lagrange_bp", "derive", "--graph", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "nested too deeply" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    model = Path(str(tmp_path)) / "deep.npz"
+    np.savez(model, meta=np.array("[" * 500_000))
+    with pytest.raises(checkpoint.CheckpointError, match="not a valid lagrange_bp checkpoint"):
+        checkpoint.load(model)
+    with pytest.raises(ValueError, match="version 1"):
+        lbp.graph_from_json(json.dumps({**json.loads(_small().to_json()), "version": 1.0}))
+
+
+def _small() -> lbp.GraphSpec:
+    g = lbp.Graph(inputs=2)
+    return g.output(g.layer(g.inputs[0], 1, "identity", name="o"), loss="mse")

@@ -265,6 +265,9 @@ def test_estimator_alpha_is_the_objective_weight_decay_per_batch() -> None:
     with pytest.warns(Warning):
         clf.partial_fit(X[:7], y[:7])  # a smaller chunk keeps the first fit's α
     assert clf.spec_.weight_decay == pytest.approx(0.3 / 20)
+    clf.set_params(alpha=3.0, warm_start=True)
+    with pytest.raises(ValueError, match=r"trained with alpha=0\.3"):
+        clf.fit(X, y)
 
 
 def test_the_torch_export_trains_on_the_decayed_objective() -> None:
@@ -289,3 +292,8 @@ def test_the_torch_export_trains_on_the_decayed_objective() -> None:
         )
     with pytest.raises(ValueError, match="weight decay"):
         module(torch.tensor(X))
+    once = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    (3 * module(torch.tensor(X), torch.tensor(Y))).backward()  # d(3J) = 3 dJ, α W^k included
+    for p, g in zip(module.parameters(), once):
+        np.testing.assert_allclose(p.grad.numpy(), 3 * g.numpy(), rtol=1e-12, atol=1e-15)
