@@ -114,25 +114,63 @@ def train(
     NaN/inf: a step that makes the parameters NaN shows in the next batch's J (and at the end
     of the epoch), so ``on_batch`` may see them once before the error.
     """
-    from .graph_model import GraphModel  # a compiled graph trains in graph_train
+    from .graph_model import GraphModel
 
-    if isinstance(model, GraphModel):
-        from .graph_train import train_graph
-
-        options: dict[str, Any] = dict(
-            validation=validation, on_epoch=on_epoch, on_batch=on_batch, optimizer=optimizer,
-            momentum=momentum, betas=betas, eps=eps, patience=patience, resume=resume,
-            eval_every=eval_every,
-        )  # fmt: skip
-        graph_params: Any = params
-        return train_graph(
-            model, X, Y, epochs, batch_size, lr, seed, graph_params, shuffle, **options
-        )
-    assert not isinstance(params, dict)
-    if not isinstance(model, Model):
+    if not isinstance(model, (Model, GraphModel)):
         raise TypeError(
             f"model must be a lagrange_bp.Model (from lbp.compile), got {type(model).__name__}"
         )
+    _check_args(epochs, batch_size, lr, eval_every, patience, validation)
+    X, Y = model.check_data(X, Y)
+    if validation is not None:
+        validation = model.check_data(*validation)
+    _check_memory(model, batch_size)
+    given: Any = params  # a list of (W, b) for a Model, a dict for a GraphModel: checked here
+    own = _copy(model.init_params(seed) if given is None else model.check_params(given))
+    opt = Optimizer(optimizer, lr, momentum, tuple(betas), eps)  # type: ignore[arg-type]
+    opt, first, rng = _start(opt, seed, params is not None, resume)
+    n = len(X)
+    sizes = {min(batch_size, n), n % batch_size} if opt.name == "sgd" else set()
+    steps = {size: model.stepper(size) for size in sizes if size}  # full and last batches
+    history = _history(model, eval_every, validation)
+    best: tuple[float, int, Any] | None = None
+    t0, epoch = time.perf_counter(), first - 1
+    # overflow on the way to divergence is reported once, by TrainingDiverged, not as warnings
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for epoch in range(first, first + epochs):
+            if shuffle:  # take: a row gather, faster than fancy indexing
+                order = rng.permutation(n)
+                Xs, Ys = X.take(order, axis=0), Y.take(order, axis=0)
+            else:
+                Xs, Ys = X, Y
+            total = _epoch(model, own, Xs, Ys, batch_size, opt, steps, epoch, on_batch)
+            last = first + epochs - 1
+            metrics = _metrics(model, own, X, Y, total, epoch, last, eval_every, validation)
+            metrics["seconds"] = time.perf_counter() - t0
+            for key in history:
+                history[key].append(metrics[key])
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+            if patience is not None:
+                if best is None or metrics["val_loss"] < best[0]:
+                    best = (metrics["val_loss"], epoch, _copy(own))
+                elif epoch - best[1] >= patience:
+                    break
+    state = {"epoch": epoch, "rng": rng.bit_generator.state, "optimizer": opt.state()}
+    result = TrainResult(own, history, time.perf_counter() - t0, state)
+    if best is not None:
+        result.params, result.best_epoch = best[2], best[1]
+    return result
+
+
+def _check_args(
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    eval_every: int | None,
+    patience: int | None,
+    validation: object,
+) -> None:
     _positive("epochs", epochs, int)
     _positive("batch_size", batch_size, int)
     _positive("lr", lr, float)
@@ -142,30 +180,53 @@ def train(
         _positive("patience", patience, int)
         if validation is None:
             raise ValueError("patience (early stopping) needs validation=(X_val, Y_val)")
-    X, Y = model.check_data(X, Y)
-    if validation is not None:
-        validation = model.check_data(*validation)
-    check_memory(model.spec, batch_size, model.dtype.itemsize)
-    given = params is not None
-    start_params = model.init_params(seed) if params is None else model.check_params(params)
-    params = [(np.array(W), np.array(b)) for W, b in start_params]  # our own copies
+
+
+def _check_memory(model: Model | GraphModel, batch: int) -> None:
+    if isinstance(model, Model):
+        check_memory(model.spec, batch, model.dtype.itemsize)
+    else:
+        from .graph_model import check_graph_memory
+
+        check_graph_memory(model.spec, batch, model.dtype.itemsize)
+
+
+def _copy(params: Any) -> Any:
+    """Our own copy: a list of (W, b) pairs, or a compiled graph's dict name → array."""
+    if isinstance(params, dict):
+        return {name: np.array(a) for name, a in params.items()}
+    return [(np.array(W), np.array(b)) for W, b in params]
+
+
+def _groups(params: Any) -> Params:
+    """The arrays in the groups the optimizer walks: (W^k, b^k) pairs, or one per graph name."""
+    if isinstance(params, dict):
+        return [(a,) for a in params.values()]  # type: ignore[misc]
+    return list(params)
+
+
+def _start(
+    opt: Optimizer, seed: int, given: bool, resume: dict[str, Any] | None
+) -> tuple[Optimizer, int, np.random.Generator]:
+    """The optimizer, the first epoch and the shuffling generator: fresh, or where ``resume``
+    stopped (with the learning rate given now)."""
     rng = np.random.default_rng(seed)
-    opt = Optimizer(optimizer, lr, momentum, tuple(betas), eps)  # type: ignore[arg-type]
-    first = 1
-    if resume is not None:
-        if not given:
-            raise ValueError("resume needs the parameters it stopped with: params=result.params")
-        if resume.get("optimizer", {}).get("name") != optimizer:
-            raise ValueError(
-                f"resume continues a run with its own optimizer "
-                f"({resume.get('optimizer', {}).get('name')!r}), not {optimizer!r}"
-            )
-        rng.bit_generator.state = resume["rng"]
-        opt = Optimizer.from_state(resume["optimizer"])
-        opt.lr = lr
-        first = int(resume["epoch"]) + 1
-    n = len(X)
-    n_batches = -(-n // batch_size)
+    if resume is None:
+        return opt, 1, rng
+    if not given:
+        raise ValueError("resume needs the parameters it stopped with: params=result.params")
+    if resume.get("optimizer", {}).get("name") != opt.name:
+        raise ValueError(
+            f"resume continues a run with its own optimizer "
+            f"({resume.get('optimizer', {}).get('name')!r}), not {opt.name!r}"
+        )
+    rng.bit_generator.state = resume["rng"]
+    resumed = Optimizer.from_state(resume["optimizer"])
+    resumed.lr = opt.lr
+    return resumed, int(resume["epoch"]) + 1, rng
+
+
+def _history(model: Any, eval_every: int | None, validation: object) -> dict[str, list[float]]:
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "seconds": []}
     classify = get_loss(model.spec.loss).classification
     if eval_every is not None:
@@ -176,61 +237,63 @@ def train(
         history["val_loss"] = []
         if classify:
             history["val_accuracy"] = []
-    best: tuple[float, int, Params] | None = None
-    t0 = time.perf_counter()
-    epoch = first - 1
-    sizes = {min(batch_size, n), n % batch_size} if opt.name == "sgd" else set()
-    steps = {size: model.stepper(size) for size in sizes if size}  # full and last batches
-    # overflow on the way to divergence is reported once, by TrainingDiverged, not as warnings
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for epoch in range(first, first + epochs):
-            if shuffle:  # take: a row gather, faster than fancy indexing
-                order = rng.permutation(n)
-                Xs, Ys = X.take(order, axis=0), Y.take(order, axis=0)
-            else:
-                Xs, Ys = X, Y
-            total = 0.0  # Σ over batches of J_batch × rows: the epoch's mean loss
-            for i in range(n_batches):
-                rows = slice(i * batch_size, (i + 1) * batch_size)
-                Xb, Yb = Xs[rows], Ys[rows]
-                if opt.name == "sgd":  # the fused step: θ ← θ − η ∂L/∂θ, J from its forward pass
-                    loss = steps[len(Xb)](params, Xb, Yb, lr)
-                    opt.steps += 1
-                else:
-                    loss, grads = model.loss_and_grad(params, Xb, Yb)
-                    opt.step(params, grads)
-                total += loss * len(Xb)
-                if not math.isfinite(loss):  # NaN parameters show in the next batch's J
-                    _diverged(epoch, i + 1, n_batches, lr)
-                if on_batch is not None:
-                    on_batch(epoch, i + 1, params)
-            if not all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in params):
-                _diverged(epoch, n_batches, n_batches, lr)
-            metrics = {"epoch": float(epoch), "train_loss": total / n}
-            if eval_every is not None:
-                last = epoch == first + epochs - 1
-                full = epoch % eval_every == 0 or last
-                metrics["train_loss_full"] = model.loss(params, X, Y) if full else math.nan
-                if classify:
-                    metrics["train_accuracy"] = accuracy(model, params, X, Y) if full else math.nan
-            if validation is not None:
-                for key, value in evaluate(model, params, *validation).items():
-                    metrics[f"val_{key}"] = value
-            metrics["seconds"] = time.perf_counter() - t0
-            for key in history:
-                history[key].append(metrics[key])
-            if on_epoch is not None:
-                on_epoch(epoch, metrics)
-            if patience is not None:
-                if best is None or metrics["val_loss"] < best[0]:
-                    best = (metrics["val_loss"], epoch, [(W.copy(), b.copy()) for W, b in params])
-                elif epoch - best[1] >= patience:
-                    break
-    state = {"epoch": epoch, "rng": rng.bit_generator.state, "optimizer": opt.state()}
-    result = TrainResult(params, history, time.perf_counter() - t0, state)
-    if best is not None:
-        result.params, result.best_epoch = best[2], best[1]
-    return result
+    return history
+
+
+def _epoch(
+    model: Any,
+    params: Any,
+    Xs: np.ndarray,
+    Ys: np.ndarray,
+    batch: int,
+    opt: Optimizer,
+    steps: dict[int, Callable[[Any, np.ndarray, np.ndarray, float], float]],
+    epoch: int,
+    on_batch: Callable[[int, int, Any], None] | None,
+) -> float:
+    """One pass over the (shuffled) rows; the mean of the batch losses."""
+    n_batches, total = -(-len(Xs) // batch), 0.0
+    for i in range(n_batches):
+        Xb, Yb = Xs[i * batch : (i + 1) * batch], Ys[i * batch : (i + 1) * batch]
+        if opt.name == "sgd":  # the fused step: θ ← θ − η ∂L/∂θ, J from its forward pass
+            loss = steps[len(Xb)](params, Xb, Yb, opt.lr)
+            opt.steps += 1
+        else:
+            loss, grads = model.loss_and_grad(params, Xb, Yb)
+            opt.step(_groups(params), _groups(grads))
+        total += loss * len(Xb)
+        if not math.isfinite(loss):  # NaN parameters show in the next batch's J
+            _diverged(epoch, i + 1, n_batches, opt.lr)
+        if on_batch is not None:
+            on_batch(epoch, i + 1, params)
+    if not all(np.isfinite(a).all() for group in _groups(params) for a in group):
+        _diverged(epoch, n_batches, n_batches, opt.lr)
+    return total / len(Xs)
+
+
+def _metrics(
+    model: Any,
+    params: Any,
+    X: np.ndarray,
+    Y: np.ndarray,
+    train_loss: float,
+    epoch: int,
+    last: int,
+    eval_every: int | None,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+) -> dict[str, float]:
+    """The epoch's row of the history: the batch-loss mean, and what evaluation was asked."""
+    metrics = {"epoch": float(epoch), "train_loss": train_loss}
+    if eval_every is not None:
+        full = epoch % eval_every == 0 or epoch == last
+        values = evaluate(model, params, X, Y) if full else {}
+        metrics["train_loss_full"] = values.get("loss", math.nan)
+        if get_loss(model.spec.loss).classification:
+            metrics["train_accuracy"] = values.get("accuracy", math.nan)
+    if validation is not None:
+        for key, value in evaluate(model, params, *validation).items():
+            metrics[f"val_{key}"] = value
+    return metrics
 
 
 def _diverged(epoch: int, batch: int, n_batches: int, lr: float) -> None:
