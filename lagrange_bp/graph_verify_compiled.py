@@ -15,7 +15,6 @@ consumers passes its tangent to each; a shared parameter's tangent enters at eve
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,20 +22,19 @@ import numpy as np
 import sympy as sp
 
 from .exact_numpy import ExactScalar, FieldArray, namespace, random_array, summed
-from .field import CONST, FRESH, Deg, Degenerate, Oracle, P, Value, retry
+from .field import CONST, FRESH, Deg, Oracle, P, Value
 from .functions import X_VAR, Y_VAR, get_activation, get_loss
 from .graph_model import GraphModel
 from .matrices import ARG_U, ARG_V, ARG_W, BATCH, Entrywise, LogSoftmax
-from .verify import Progress, Report, timed_step
+from .verify import Progress, Report
 from .verify_compiled import (
     BATCH_SIZE,
-    KERNEL_ORDER,
     Mismatch,
     Reference,
     _dot,
     _matmul,
     _mod,
-    check_exact_memory,
+    kernel_proof,
 )
 
 Arrays = dict[str, FieldArray]
@@ -223,49 +221,14 @@ def verify_graph_model(
     model: GraphModel, *, trials: int = 1, seed: int = 0, progress: Progress | None = None
 ) -> Report:
     """Prove that a graph model's generated kernels compute what the chain rule gives."""
-    spec = model.spec
-    check_exact_memory(spec)
-    report = Report(
-        f"Proof that the compiled kernels are backpropagation for {spec.describe()}",
-        spec,
-        preparation="the exact reference",
-    )
-    rng = random.Random(seed)
-    start = time.perf_counter()
-    points = [retry(lambda: _trial(model, rng)) for _ in range(trials)]
-    report.derive_seconds = time.perf_counter() - start
-    method = (
-        f"its source, run over GF(2^61-1) at batch size {BATCH_SIZE}, against exact dual numbers "
-        "through J(θ) pushed through the graph"
-    )
-    for kernel in KERNEL_ORDER:
-        report.steps.append(
-            timed_step(
-                kernel,
-                f"the generated {kernel} kernel computes its equations",
-                method,
-                lambda kernel=kernel: _verdict(model, kernel, points),  # type: ignore[misc]
-                progress,
-            )
-        )
-    return report
-
-
-def _verdict(model: GraphModel, kernel: str, points: list[GraphTrial]) -> tuple[bool, str]:
-    checked, calls = "", 0
-    try:
-        for point in points:
-            checked, calls = _check(model, kernel, point)
-    except Mismatch as exc:
-        return False, str(exc)
-    except Degenerate:
-        return False, "the kernel divided by zero at the sampled point"
-    degree = max(p.ref.max_deg for p in points) + 2
-    bound = min(1.0, degree * (1 + calls * (calls - 1) / 2) / P) ** len(points)
-    where = f"{len(points)} random point{'s' if len(points) > 1 else ''}"
-    return True, (
-        f"{checked}: equal exactly at {where} of GF(2^61-1)\nchance that a wrong kernel agrees "
-        f"≤ {bound:.1e} (Schwartz–Zippel and oracle collisions; 1/p per random direction)"
+    return kernel_proof(
+        model,
+        lambda rng: _trial(model, rng),
+        lambda kernel, point: _check(model, kernel, point),
+        trials,
+        seed,
+        progress,
+        "through J(θ) pushed through the graph",
     )
 
 

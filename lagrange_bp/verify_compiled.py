@@ -29,7 +29,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sympy as sp
@@ -42,6 +42,9 @@ from .matrices import ARG_U, ARG_V, ARG_W, BATCH, Entrywise, LogSoftmax
 from .model import Model, available_memory
 from .spec import NetworkSpec
 from .verify import Progress, Report, timed_step
+
+if TYPE_CHECKING:
+    from .graph_model import GraphModel
 
 BATCH_SIZE = 2
 #: Memory of the exact check per parameter: measured 210 bytes (784-1024-1024-10, 1.9 M
@@ -353,6 +356,28 @@ def verify_model(
     model: Model, *, trials: int = 1, seed: int = 0, progress: Progress | None = None
 ) -> Report:
     """Prove that the model's generated kernels compute what the chain rule gives (see module)."""
+    return kernel_proof(
+        model,
+        lambda rng: _trial(model, rng),
+        lambda kernel, point: CHECKS[kernel](model, point),
+        trials,
+        seed,
+        progress,
+        "through J(θ)",
+    )
+
+
+def kernel_proof(
+    model: Model | GraphModel,
+    trial: Callable[[random.Random], Any],
+    check: Callable[[str, Any], tuple[str, int]],
+    trials: int,
+    seed: int,
+    progress: Progress | None,
+    through: str,
+) -> Report:
+    """The proof of a compiled model's kernels: ``trials`` random points (``trial``), then
+    each kernel run from its source and compared at every point (``check``)."""
     spec = model.spec
     check_exact_memory(spec)
     report = Report(
@@ -362,7 +387,7 @@ def verify_model(
     )
     rng = random.Random(seed)
     start = time.perf_counter()
-    points = [retry(lambda: _trial(model, rng)) for _ in range(trials)]
+    points = [retry(lambda: trial(rng)) for _ in range(trials)]
     report.derive_seconds = time.perf_counter() - start
     if progress:
         progress(
@@ -371,7 +396,7 @@ def verify_model(
         )
     method = (
         f"its source, run over GF(2^61-1) at batch size {BATCH_SIZE}, against exact dual numbers "
-        "through J(θ)"
+        + through
     )
     for kernel in KERNEL_ORDER:
         report.steps.append(
@@ -379,7 +404,7 @@ def verify_model(
                 kernel,
                 f"the generated {kernel} kernel computes its equations",
                 method,
-                lambda kernel=kernel: _check_kernel(model, kernel, points),  # type: ignore[misc]
+                lambda kernel=kernel: _verdict(check, kernel, points),  # type: ignore[misc]
                 progress,
             )
         )
@@ -399,11 +424,13 @@ def check_exact_memory(spec: NetworkSpec | GraphSpec) -> None:
         )
 
 
-def _check_kernel(model: Model, kernel: str, points: list[Trial]) -> tuple[bool, str]:
+def _verdict(
+    check: Callable[[str, Any], tuple[str, int]], kernel: str, points: list[Any]
+) -> tuple[bool, str]:
     checked, calls = "", 0
     try:
         for point in points:
-            checked, calls = CHECKS[kernel](model, point)
+            checked, calls = check(kernel, point)
     except Mismatch as exc:
         return False, str(exc)
     except Degenerate:
