@@ -385,6 +385,11 @@ class GraphSpec:
             total += shape[0] * (shape[1] if len(shape) == 2 else 1)
         return total
 
+    @property
+    def weight_decay(self) -> float:
+        """α of a weight decay term: graphs have none (0), as a spec without one."""
+        return 0.0
+
     def describe(self) -> str:
         """One line: ``graph 4 → 3: h1 tanh 8, h2 tanh 8, out softmax 3; 1 add; cross_entropy``."""
         parts = []

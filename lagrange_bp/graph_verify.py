@@ -13,17 +13,23 @@
 
 from __future__ import annotations
 
-import random
-
 import sympy as sp
 
-from .field import CONST, Degenerate, Evaluator, Oracle, P, Value, retry
+from .field import CONST, Evaluator, Oracle, Value
 from .functions import get_activation, get_loss
 from .graph import GraphSpec
 from .graph_kkt import GraphDerivation, activations, derive_graph, node_function, preactivation
 from .kkt import Derivation, partials
 from .spec import MAX_EXACT_WEIGHTS
-from .verify import Progress, Report, affine, check_trials, lagrangian_side, seeded, timed_step
+from .verify import (
+    Progress,
+    Report,
+    affine,
+    check_trials,
+    seeded,
+    timed_step,
+)
+from .verify import check_gradients as verify_check_gradients
 
 
 def check_forward(d: GraphDerivation) -> tuple[bool, str]:
@@ -124,43 +130,10 @@ def _affine(
 
 
 def check_gradients(d: GraphDerivation, trials: int, seed: int) -> tuple[bool, str]:
-    """(c)/(d) ∂L/∂θ at the KKT point equals ∂J/∂θ exactly in GF(p) at random points, through a
-    random combination Σ_θ v_θ ∂L/∂θ = dJ(θ + t v)/dt; a disagreement is then located."""
-    rng = random.Random(seed)
-    params = d.param_symbols()
-    data = list(d.input) + list(d.target) + params
-
-    def attempt() -> tuple[dict[sp.Symbol, int], int, int, int, Oracle, dict[sp.Symbol, int]]:
-        point, oracle = {s: rng.randrange(P) for s in data}, Oracle(rng.randrange(2**64))
-        v = {p: rng.randrange(P) for p in params}
-        lhs, deg_l = lagrangian_side(d, point, oracle)
-        (along,), deg_j = _chain_rule_side(d, point, oracle, v)
-        combined = sum(lhs[p] * v[p] for p in params) % P
-        return lhs, along, max(deg_l, deg_j) + 2, combined, oracle, point
-
-    bound = 1.0
-    for done in range(1, trials + 1):
-        try:
-            lhs, along, degree, combined, oracle, point = retry(attempt)
-        except Degenerate:
-            return False, "every sampled point hit a division by zero"
-        if combined != along:
-            rhs, _ = _chain_rule_side(d, point, oracle)
-            for p, r in zip(params, rhs):
-                if lhs[p] != r:
-                    return False, (
-                        f"∂L/∂{p} ≠ ∂J/∂{p} at random point {done}: the Lagrangian gives "
-                        f"{lhs[p]}, the chain rule {r} (mod 2^61-1)\n∂L/∂{p} = {d.gradients[p]}"
-                    )
-            return False, "the random combinations differ but no single partial does"
-        calls = len(oracle.keys)
-        bound *= min(1.0, (degree * (1 + calls * (calls - 1) / 2) + 1) / P)
-    return True, (
-        f"all {len(params)} parameters agree exactly at {trials} random points of GF(2^61-1) "
-        f"(a random combination of the {len(params)} partials per point; a shared parameter is "
-        f"one variable, so its sum over uses is tested)\nchance that unequal sides agree at all "
-        f"of them ≤ {bound:.1e} (Schwartz–Zippel, degree and oracle-collision bound)"
-    )
+    """(c)/(d) ∂L/∂θ at the KKT point equals ∂J/∂θ exactly in GF(p) at random points
+    (``verify.check_gradients`` with the graph's chain-rule side)."""
+    note = "; a shared parameter is one variable, so its sum over uses is tested"
+    return verify_check_gradients(d, trials, seed, _chain_rule_side, note)
 
 
 def check_derivatives(spec: GraphSpec) -> tuple[bool, str]:
