@@ -22,18 +22,17 @@ naming its equation.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy as sp
 from sympy import MatrixSymbol, ZeroMatrix
 
-from .codegen import Buffers, KernelPrinter, _is_product, compile_source
+from .codegen import Buffers, KernelPrinter, _is_product
 from .functions import Activation, Loss, get_activation, get_loss
 from .graph import GraphSpec, NodeSpec
 from .graph_generic import KINDS, NodeEquations, derive_node
-from .kernels import ETA, ROWS, Block, Kernel, _body_text
+from .kernels import ETA, ROWS, Block, Kernel, _body_text, compile_bodies
 from .matrices import BATCH, entrywise
 
 KERNELS = ("forward", "adjoint", "loss_and_grad", "sgd_step", "loss")
@@ -450,15 +449,6 @@ def build_graph_kernels(
         "sgd_step": [*forward, *loss, *asm.backward("update"), "return loss"],
         "loss": [*forward, *loss, "return loss"],
     }
-    names = sorted(asm.buffers.shapes)
-    kernels = {}
-    for name, blocks in bodies.items():
-        text = "\n".join(
-            line for b in blocks for line in (b.lines if isinstance(b, Block) else [b])
-        )
-        used = [b for b in names if re.search(rf"\b{b}\b", text)]
-        source = _function(name, spec, used, blocks)
-        equations = [(b.label, b.expr) for b in blocks if isinstance(b, Block)]
-        fn = compile_source(name, source)
-        kernels[name] = Kernel(name, source, equations, fn, used, asm.printer.constants)
-    return kernels, asm.buffers.shapes
+    return compile_bodies(
+        bodies, asm.buffers, asm.printer.constants, lambda n, used, b: _function(n, spec, used, b)
+    )

@@ -288,15 +288,28 @@ def build_kernels(spec: NetworkSpec) -> tuple[dict[str, Kernel], dict[str, tuple
         "sgd_step": [*forward, *loss, *backward("update"), "return loss"],
         "loss": [*forward, *loss, "return loss"],
     }
-    names = sorted(asm.buffers.shapes)
+    return compile_bodies(
+        bodies, asm.buffers, asm.printer.constants, lambda n, used, b: _function(n, spec, used, b)
+    )
+
+
+def compile_bodies(
+    bodies: dict[str, list[Block | str]],
+    buffers: Buffers,
+    constants: dict[float, sp.Basic],
+    function: Callable[[str, list[str], list[Block | str]], str],
+) -> tuple[dict[str, Kernel], dict[str, tuple[int | str, ...]]]:
+    """Each kernel's source (``function(name, buffers it uses, blocks)``), compiled, with its
+    equations; and every buffer's shape."""
+    names = sorted(buffers.shapes)
     kernels = {}
     for name, blocks in bodies.items():
         text = "\n".join(
             line for b in blocks for line in (b.lines if isinstance(b, Block) else [b])
         )
         used = [b for b in names if re.search(rf"\b{b}\b", text)]
-        source = _function(name, spec, used, blocks)
+        source = function(name, used, blocks)
         equations = [(b.label, b.expr) for b in blocks if isinstance(b, Block)]
         fn = compile_source(name, source)
-        kernels[name] = Kernel(name, source, equations, fn, used, asm.printer.constants)
-    return kernels, asm.buffers.shapes
+        kernels[name] = Kernel(name, source, equations, fn, used, constants)
+    return kernels, buffers.shapes
