@@ -169,6 +169,11 @@ def load(path: str | Path) -> tuple[NetworkSpec | GraphSpec, Any, dict[str, Any]
                 f"{what} does not match its own network {spec.describe()}: "
                 f"W^{k} {W.shape}, b^{k} {b.shape}"
             )
+    return spec, params, training_info(meta, slots)
+
+
+def training_info(meta: dict[str, Any], slots: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
+    """The file's ``info``, with the training state (optimizer slots put back) if it has one."""
     info = dict(meta.get("info", {}))
     if meta.get("state"):
         state = dict(meta["state"])
@@ -178,7 +183,7 @@ def load(path: str | Path) -> tuple[NetworkSpec | GraphSpec, Any, dict[str, Any]
             optimizer["slots"].setdefault(name.split("_")[1], []).append(a)
         state["optimizer"] = optimizer
         info["training_state"] = state
-    return spec, params, info
+    return info
 
 
 def _state_meta(state: dict[str, Any] | None) -> dict[str, Any] | None:

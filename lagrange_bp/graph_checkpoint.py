@@ -72,7 +72,7 @@ def load_graph(
     z: Any, meta_text: str, meta: dict[str, Any], what: str
 ) -> tuple[GraphSpec, dict[str, np.ndarray], dict[str, Any]]:
     """(spec, params, info) of an open graph model file whose metadata is read."""
-    from .checkpoint import CheckpointError, _digest, _read_slots
+    from .checkpoint import CheckpointError, _digest, _read_slots, training_info
 
     spec = graph_from_json(meta["graph"])
     check_graph_memory(spec, 1)
@@ -90,13 +90,4 @@ def load_graph(
         )
     if not isinstance(meta.get("info", {}), dict):
         raise CheckpointError(f"{what} is not a valid lagrange_bp checkpoint")
-    info = dict(meta.get("info", {}))
-    if meta.get("state"):
-        state = dict(meta["state"])
-        optimizer = dict(state["optimizer"])
-        optimizer["slots"] = {}
-        for name, a in slots:
-            optimizer["slots"].setdefault(name.split("_")[1], []).append(a)
-        state["optimizer"] = optimizer
-        info["training_state"] = state
-    return spec, params, info
+    return spec, params, training_info(meta, slots)

@@ -26,6 +26,7 @@ from .verify import (
     Report,
     affine,
     check_trials,
+    same_forward,
     seeded,
     timed_step,
 )
@@ -41,12 +42,7 @@ def check_forward(d: GraphDerivation) -> tuple[bool, str]:
             z = preactivation(d.symbols, n) if n.op == "layer" else []
             f = node_function(d.symbols, n, acts, z)
             expected += list(zip(d.symbols.states[n.name], f))
-    if [eq.lhs for eq in d.forward] != [x for x, _ in expected]:
-        return False, "the forward equations are not the node states in topological order"
-    for eq, (_, rhs) in zip(d.forward, expected):
-        if eq.rhs != rhs and sp.expand(eq.rhs - rhs) != 0:
-            return False, f"{eq.lhs} = {eq.rhs}\nbut the forward pass gives {rhs}"
-    return True, f"{len(d.forward)} of {len(d.forward)} equations identical to the forward pass"
+    return same_forward(d.forward, expected, "the node states in topological order")
 
 
 def check_adjoint(d: GraphDerivation) -> tuple[bool, str]:

@@ -150,12 +150,19 @@ def check_forward(d: Derivation) -> tuple[bool, str]:
         for k in acts
         for xk, rhs in zip(d.symbols.x[k], acts[k].apply(preactivation(d.symbols, k)))
     ]
-    if [eq.lhs for eq in d.forward] != [xk for xk, _ in expected]:
-        return False, "the forward equations are not x^1..x^N in order"
-    for eq, (_, rhs) in zip(d.forward, expected):
+    return same_forward(d.forward, expected, "x^1..x^N in order")
+
+
+def same_forward(
+    forward: list[sp.Eq], expected: list[tuple[sp.Symbol, sp.Expr]], order: str
+) -> tuple[bool, str]:
+    """Each derived forward equation x = rhs is the spec's, in the spec's ``order``."""
+    if [eq.lhs for eq in forward] != [x for x, _ in expected]:
+        return False, f"the forward equations are not {order}"
+    for eq, (_, rhs) in zip(forward, expected):
         if eq.rhs != rhs and sp.expand(eq.rhs - rhs) != 0:
             return False, f"{eq.lhs} = {eq.rhs}\nbut the forward pass gives {rhs}"
-    return True, f"{len(d.forward)} of {len(d.forward)} equations identical to the forward pass"
+    return True, f"{len(forward)} of {len(forward)} equations identical to the forward pass"
 
 
 def check_adjoint(d: Derivation) -> tuple[bool, str]:
