@@ -202,7 +202,7 @@ class KernelPrinter(Printer):
 
     def _print_MatAdd(self, e: MatAdd, out: str) -> None:
         """A product plus entrywise terms: the product straight into out, then the rest."""
-        products = [a for a in e.args if _is_product(a)]
+        products = [a for a in e.args if is_product(a)]
         if len(products) == 1:
             others = [a for a in e.args if a is not products[0]]
             rest = sp.Add(*[self.to_scalar(a) for a in others])
@@ -591,7 +591,7 @@ def _cse_symbols() -> Iterator[sp.Symbol]:
     return (sp.Symbol(f"_cse{i}") for i in itertools.count())
 
 
-def _is_product(e: sp.Basic) -> bool:
+def is_product(e: sp.Basic) -> bool:
     """A matrix product or a sum over samples or the batch (not a broadcast row)."""
     if not isinstance(e, MatMul):
         return False

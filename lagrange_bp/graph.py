@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .functions import ACTIVATIONS, get_activation, get_loss
-from .spec import MAX_EXACT_WEIGHTS, _check_loss, _shown
+from .spec import MAX_EXACT_WEIGHTS, NetworkSpec, checked_loss, shown
 
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
 RESERVED = frozenset({"y"})  # the target's symbols are y[i]
@@ -251,7 +251,7 @@ def _name(label: object, what: str) -> str:
         raise TypeError(f"{what} must be a string, got {type(label).__name__}")
     if not NAME.fullmatch(label) or label in RESERVED:
         raise ValueError(
-            f"{what} {_shown(label)} is not accepted: a letter, then letters, digits or _ "
+            f"{what} {shown(label)} is not accepted: a letter, then letters, digits or _ "
             f"(at most 40), and not {', '.join(sorted(RESERVED))}"
         )
     return label
@@ -273,7 +273,7 @@ def _activation(name: object, group: str) -> str:
     except ValueError as exc:
         if name.strip().isidentifier():
             raise ValueError(
-                f"unknown activation {_shown(name)} for layer {group!r}; known: "
+                f"unknown activation {shown(name)} for layer {group!r}; known: "
                 f"{', '.join(ACTIVATIONS)}, or an expression in z such as 'z*tanh(softplus(z))'"
             ) from None
         raise ValueError(f"layer {group!r}: {exc}") from None
@@ -286,7 +286,7 @@ def _graph_loss(loss: object, outputs: list[tuple[str, str]]) -> str:
     try:
         needed = get_loss(loss).requires_output
     except ValueError:
-        needed = None  # _check_loss says what is wrong with it
+        needed = None  # checked_loss says what is wrong with it
     key = loss
     for node, act in outputs:
         if needed is not None and act != needed:
@@ -294,7 +294,7 @@ def _graph_loss(loss: object, outputs: list[tuple[str, str]]) -> str:
                 f"loss {loss!r} needs a {needed} output layer, but output {node!r} is "
                 f"{get_activation(act).text!r}; give every output node activation {needed!r}"
             )
-        key = _check_loss(loss, (act,))
+        key = checked_loss(loss, (act,))
     return key
 
 
@@ -522,7 +522,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise ValueError(f"graph JSON: key {_shown(k)} appears twice in one object")
+            raise ValueError(f"graph JSON: key {shown(k)} appears twice in one object")
         out[k] = v
     return out
 
@@ -584,6 +584,18 @@ def _json_node(i: int, item: object) -> NodeSpec:
         _string(item["activation"], f"{where}.activation"),
         _string(item["params"], f"{where}.params"),
     )
+
+
+def chain_graph(spec: NetworkSpec) -> GraphSpec:
+    """An MLP as the graph x0 → layer1 → … → layerN (params "layer<k>.W", "layer<k>.b"): the
+    chain that ``kkt.derive`` solves with the one engine that solves every graph."""
+    if not isinstance(spec, NetworkSpec):
+        raise TypeError(f"spec must be a lagrange_bp.NetworkSpec, got {type(spec).__name__}")
+    g = Graph(inputs=spec.widths[0])
+    node = g.inputs[0]
+    for k, (n, act) in enumerate(zip(spec.widths[1:], spec.activations), start=1):
+        node = g.layer(node, n, act, name=f"layer{k}")
+    return g.output(node, loss=spec.loss)
 
 
 def recurrent(

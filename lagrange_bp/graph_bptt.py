@@ -27,7 +27,8 @@ import sympy as sp
 
 from .functions import X_VAR, Y_VAR, Z_VAR, Activation, Elementwise, get_activation, get_loss
 from .graph import GraphSpec, recurrent
-from .graph_kkt import LOSS, GraphDerivation, activations, derive_graph
+from .graph_kkt import GraphDerivation, activations, derive_graph
+from .lagrangian import LOSS
 
 READ_AT = (3, 4)  # T at which the pattern is read (first) and checked again (both)
 PROBE = {"inputs": 2, "hidden": 2}  # widths of the probe derivations (outputs: ≤ 2)

@@ -50,10 +50,11 @@ from .generic import (
 )
 from .graph import Graph, GraphSpec, NodeSpec, recurrent
 from .graph_generic import N_V, NodeEquations, derive_node
-from .graph_kkt import LOSS, GraphDerivation, GraphSymbols, derive_graph
+from .graph_kkt import GraphDerivation, derive_graph
+from .lagrangian import LOSS, GraphSymbols
 from .matrices import BATCH, elementwise
 from .verify import Progress, Report, timed_step
-from .verify_general import _shown, check_loss_records, sized
+from .verify_general import check_loss_records, shown_expr, sized
 
 NodeDeriver = Callable[[str, int], NodeEquations]
 Total = Callable[[Sequence[sp.Basic]], sp.Basic]
@@ -147,23 +148,26 @@ def check_node(eq: NodeEquations) -> tuple[bool, str]:
     for j, U in enumerate(eq.inputs):
         share = _with_upstream(eq, eq.to_input[j], P_v)
         if _differs(share, -target.diff(U)):
-            return False, f"{name}: share to {U} is {_shown(eq.to_input[j])}, not −∂J/∂{U} via v"
+            return (
+                False,
+                f"{name}: share to {U} is {shown_expr(eq.to_input[j])}, not −∂J/∂{U} via v",
+            )
     params = [*zip(eq.weights, eq.weight_gradients)]
     if eq.bias is not None and eq.bias_gradient is not None:
         params.append((eq.bias, eq.bias_gradient))
     for theta, share in params:
         if _differs(_with_upstream(eq, share, P_v), target.diff(theta)):
-            return False, f"{name}: share to ∂L/∂{theta} is {_shown(share)}, not ∂J/∂{theta}"
+            return False, f"{name}: share to ∂L/∂{theta} is {shown_expr(share)}, not ∂J/∂{theta}"
     return True, _node_line(eq)
 
 
 def _node_line(eq: NodeEquations) -> str:
     """The kind's derived equations, as printed: forward, shares to inputs and parameters."""
-    ins = ", ".join(_shown(u) for u in eq.to_input)
-    line = f"{eq.kind}, m = {eq.m}: X_v = {_shown(eq.forward)}; to Λ_u0, …: {ins}"
+    ins = ", ".join(shown_expr(u) for u in eq.to_input)
+    line = f"{eq.kind}, m = {eq.m}: X_v = {shown_expr(eq.forward)}; to Λ_u0, …: {ins}"
     if eq.kind == "add":
         return line
-    grads = ", ".join(_shown(g) for g in (*eq.weight_gradients, eq.bias_gradient))
+    grads = ", ".join(shown_expr(g) for g in (*eq.weight_gradients, eq.bias_gradient))
     return f"{line}; to ∂L/∂W_0, …, ∂L/∂b: {grads}"
 
 
@@ -213,10 +217,10 @@ def check_multipliers(consumers: int, total: Total, losses: list[str]) -> tuple[
         for m in range(0 if output else 1, consumers + 1):
             lam, terms = multiplier_index_form(m, output)
             if sp.simplify(lam - total(terms)) != 0:
-                return False, f"m = {m}: ∂L/∂X_v = 0 gives Λ_pq = {_shown(lam)}, not {terms}"
+                return False, f"m = {m}: ∂L/∂X_v = 0 gives Λ_pq = {shown_expr(lam)}, not {terms}"
             if m == consumers:
                 kind = "output" if output else "interior"
-                lines.append(f"{kind}, m = {m}: ∂L/∂X_pq = 0 gives Λ_pq = {_shown(lam)}")
+                lines.append(f"{kind}, m = {m}: ∂L/∂X_pq = 0 gives Λ_pq = {shown_expr(lam)}")
     ok, records = check_loss_records(derive_generic(), [get_loss(k) for k in losses])
     if not ok:
         return False, records

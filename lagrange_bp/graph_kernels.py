@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 import sympy as sp
 from sympy import MatrixSymbol, ZeroMatrix
 
-from .codegen import Buffers, KernelPrinter, _is_product
+from .codegen import Buffers, KernelPrinter, is_product
 from .functions import Activation, Loss, get_activation, get_loss
 from .graph import GraphSpec, NodeSpec
 from .graph_generic import KINDS, NodeEquations, derive_node
-from .kernels import ETA, ROWS, Block, Kernel, _body_text, compile_bodies
+from .kernels import ETA, ROWS, Block, Kernel, body_text, compile_bodies
 from .matrices import BATCH, entrywise
 
 KERNELS = ("forward", "adjoint", "loss_and_grad", "sgd_step", "loss")
@@ -59,7 +59,7 @@ class GraphPrinter(KernelPrinter):
         super()._print_Add(e, out)
 
     def _print_MatAdd(self, e: sp.MatAdd, out: str) -> None:
-        products = [a for a in e.args if _is_product(a)]
+        products = [a for a in e.args if is_product(a)]
         reads_out = any(self.names.get(m) == out for m in e.atoms(MatrixSymbol))
         if len(products) < 2 or reads_out:
             super()._print_MatAdd(e, out)
@@ -225,7 +225,7 @@ class GraphAssembler:
         v = node.name
         self.buffers.declare(f"f_{v}", ("B", node.width))
         terms = self.terms(node)
-        label = f"J_{v} = (1/B) Σ_ij f(X^{v}_ij, Y^{v}_ij), f = {_body_text(terms)}"
+        label = f"J_{v} = (1/B) Σ_ij f(X^{v}_ij, Y^{v}_ij), f = {body_text(terms)}"
         return self.block(label, f"f_{v}", terms)
 
     # --- the backward pass -----------------------------------------------------------------
@@ -238,7 +238,7 @@ class GraphAssembler:
         parts: list[tuple[str, sp.MatrixExpr]] = []
         if v in self.spec.outputs:
             body = entrywise(self.loss.kernel_adjoint_body(), self.sym("X", v), self.sym("Y", v))
-            parts.append((f"−(1/B) ∂ℓ/∂x(X^{v}, Y^{v}) = {_body_text(body)}", body))
+            parts.append((f"−(1/B) ∂ℓ/∂x(X^{v}, Y^{v}) = {body_text(body)}", body))
         for c in self.spec.consumers(v):
             cn, eq = self.nodes[c], self.eqs[c]
             for j, u in enumerate(cn.inputs):
@@ -272,7 +272,7 @@ class GraphAssembler:
         if self.fused(node):
             G = self.vjp(node, True)
             return (
-                f"G^{v} = Dσ(Z^{v})ᵀ Λ^{v} with Λ^{v} substituted: entrywise {_body_text(G)}, "
+                f"G^{v} = Dσ(Z^{v})ᵀ Λ^{v} with Λ^{v} substituted: entrywise {body_text(G)}, "
                 f"x from X^{v}, y from Y^{v}"
             )
         act = self.act(node)

@@ -25,8 +25,8 @@ from .display import tex_text
 from .functions import get_activation, get_loss
 from .graph import NAME, GraphSpec, NodeSpec
 from .graph_bptt import BPTT, equations, read_bptt, recurrent_kwargs
-from .graph_kkt import LOSS, GraphDerivation
-from .lagrangian import Entry
+from .graph_kkt import GraphDerivation
+from .lagrangian import LOSS, Entry
 from .render import dl_latex, markdown_escape
 from .safe_io import _ASCII_TABLE
 

@@ -18,8 +18,9 @@ import sympy as sp
 from .field import CONST, Evaluator, Oracle, Value
 from .functions import get_activation, get_loss
 from .graph import GraphSpec
-from .graph_kkt import GraphDerivation, activations, derive_graph, node_function, preactivation
+from .graph_kkt import GraphDerivation, activations, derive_graph
 from .kkt import Derivation, partials
+from .lagrangian import node_function, node_preactivation
 from .spec import MAX_EXACT_WEIGHTS
 from .verify import (
     Progress,
@@ -39,7 +40,7 @@ def check_forward(d: GraphDerivation) -> tuple[bool, str]:
     expected = []
     for n in d.spec.nodes:
         if n.op in ("layer", "add"):
-            z = preactivation(d.symbols, n) if n.op == "layer" else []
+            z = node_preactivation(d.symbols, n) if n.op == "layer" else []
             f = node_function(d.symbols, n, acts, z)
             expected += list(zip(d.symbols.states[n.name], f))
     return same_forward(d.forward, expected, "the node states in topological order")
@@ -52,7 +53,7 @@ def check_adjoint(d: GraphDerivation) -> tuple[bool, str]:
     states: dict[sp.Expr, sp.Symbol] = {}
     for n in d.spec.nodes:
         if n.op == "layer":
-            f = node_function(d.symbols, n, acts, preactivation(d.symbols, n))
+            f = node_function(d.symbols, n, acts, node_preactivation(d.symbols, n))
             states |= {s: x for s, x in zip(f, d.symbols.states[n.name]) if not s.is_Symbol}
     x_of = {lam: x for v, m in d.symbols.lam.items() for x, lam in zip(d.symbols.states[v], m)}
     for eq in d.adjoint:

@@ -31,10 +31,10 @@ from .verify_compiled import (
     BATCH_SIZE,
     Mismatch,
     Reference,
-    _dot,
-    _matmul,
-    _mod,
+    dot_p,
     kernel_proof,
+    matmul_p,
+    mod_p,
 )
 
 Arrays = dict[str, FieldArray]
@@ -62,12 +62,12 @@ class GraphReference(Reference):
             elif n.op == "zeros":
                 self.x[n.name] = np.zeros((BATCH_SIZE, n.width), dtype=object)
             elif n.op == "add":
-                self.x[n.name] = _mod(sum(self.x[u] for u in n.inputs))
+                self.x[n.name] = mod_p(sum(self.x[u] for u in n.inputs))
             else:
                 z = self.theta[n.bias_name] + sum(
-                    _matmul(self.x[u], self.theta[w].T) for w, u in zip(n.weight_names, n.inputs)
+                    matmul_p(self.x[u], self.theta[w].T) for w, u in zip(n.weight_names, n.inputs)
                 )
-                self.z[n.name] = _mod(z)
+                self.z[n.name] = mod_p(z)
                 act = get_activation(n.activation or "identity")
                 self.x[n.name], self.local[n.name], _ = self._activate(act, self.z[n.name], FRESH)
         self._graph_loss([y.a for y in ys])
@@ -117,23 +117,25 @@ class GraphReference(Reference):
             elif n.op in ("input", "zeros"):
                 t[n.name] = np.zeros((BATCH_SIZE, n.width), dtype=object)
             elif n.op == "add":
-                t[n.name] = _mod(sum(t[u] for u in n.inputs))
+                t[n.name] = mod_p(sum(t[u] for u in n.inputs))
             else:
                 t[n.name] = self._layer_tangent(n, t, param, U)
-        total = sum(_dot(self.out_dfdx[o], t[o]) for o in self.gspec.outputs)
+        total = sum(dot_p(self.out_dfdx[o], t[o]) for o in self.gspec.outputs)
         return total * pow(BATCH_SIZE, P - 2, P) % P
 
     def _layer_tangent(self, n: Any, t: dict[str, np.ndarray], param: str | None, V: Any) -> Any:
         tz = np.zeros((BATCH_SIZE, n.width), dtype=object)
         for w, u in zip(n.weight_names, n.inputs):
-            tz = tz + _matmul(t[u], self.theta[w].T)
+            tz = tz + matmul_p(t[u], self.theta[w].T)
             if w == param:
-                tz = tz + _matmul(self.x[u], V.T)
+                tz = tz + matmul_p(self.x[u], V.T)
         if n.bias_name == param:
             tz = tz + np.broadcast_to(V, tz.shape)
         local = self.local[n.name]
         return (
-            _mod(local * tz) if local.ndim == 2 else _mod(np.einsum("bij,bj->bi", local, _mod(tz)))
+            mod_p(local * tz)
+            if local.ndim == 2
+            else mod_p(np.einsum("bij,bj->bi", local, mod_p(tz)))
         )
 
 
@@ -188,7 +190,7 @@ def _check(model: GraphModel, kernel: str, t: GraphTrial) -> tuple[str, int]:
         value, calls = _run(model, kernel, t, after, tuple(t.xs), tuple(t.ys), t.eta)
         for name, old in t.params.items():
             V = random_array(t.rng, old.a.shape).a
-            step = _dot(_mod(after[name].a - old.a), V)
+            step = dot_p(mod_p(after[name].a - old.a), V)
             if step != (-t.eta.v * t.ref.tangent(param=name, U=V)) % P:
                 raise Mismatch(f"sgd_step: {name} is not {name} − η ∂L/∂{name} (random direction)")
         _same_loss(kernel, value, t)
@@ -200,14 +202,14 @@ def _check(model: GraphModel, kernel: str, t: GraphTrial) -> tuple[str, int]:
     if kernel == "adjoint":
         for v, lam in result.items():
             U = random_array(t.rng, lam.a.shape).a
-            if (-_dot(lam.a, U)) % P != t.ref.tangent(state=v, U=U):
+            if (-dot_p(lam.a, U)) % P != t.ref.tangent(state=v, U=U):
                 raise Mismatch(f"adjoint: λ^{v} is not −∂J/∂x_{v} (random direction)")
         return f"λ_v for the {len(result)} layer and add nodes", calls
     value, grads = result
     _same_loss(kernel, value, t)
     for name, g in grads.items():
         V = random_array(t.rng, g.a.shape).a
-        if _dot(g.a, V) != t.ref.tangent(param=name, U=V):
+        if dot_p(g.a, V) != t.ref.tangent(param=name, U=V):
             raise Mismatch(f"loss_and_grad: ∂L/∂{name} is not ∂J/∂{name} (random direction)")
     return f"J and ∂L/∂θ for the {len(grads)} parameters", calls
 

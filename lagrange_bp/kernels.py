@@ -68,7 +68,7 @@ def rows(M: MatrixSymbol, name: str) -> MatrixSymbol:
     return MatrixSymbol(name, M.shape[1], M.shape[0])
 
 
-def _body_text(e: sp.Basic) -> str:
+def body_text(e: sp.Basic) -> str:
     """An entrywise function's body in x (the first matrix's entry) and y, for a comment."""
     if isinstance(e, Entrywise):
         names = dict(zip(e.function.variables, (sp.Symbol("x"), sp.Symbol("y"), sp.Symbol("w"))))
@@ -154,16 +154,14 @@ class Assembler:
         code.forward.append(self.block(_forward_label(act, k), x, forward))
         if k == n:
             self.buffers.declare("loss_terms", ("B", w[k]))
-            label = f"J = (1/B) Σ_ij f(X^{k}_ij, Y_ij), f = {_body_text(terms)}"
+            label = f"J = (1/B) Σ_ij f(X^{k}_ij, Y_ij), f = {body_text(terms)}"
             self.loss_block = self.block(label, "loss_terms", terms)
             lam_n = entrywise(self.loss.kernel_adjoint_body(), X, Y)  # −(1/B) ∂f/∂x, stable
             code.adjoint.append(
-                self.block(
-                    f"Λ^{k} = −(1/B) ∂ℓ/∂x(X^{k}, Y) = {_body_text(lam_n)}", f"lam{k}", lam_n
-                )
+                self.block(f"Λ^{k} = −(1/B) ∂ℓ/∂x(X^{k}, Y) = {body_text(lam_n)}", f"lam{k}", lam_n)
             )
             label = (
-                f"G^{k} = Dσ(Z^{k})ᵀ Λ^{k} with Λ^{k} substituted: entrywise {_body_text(G)}, "
+                f"G^{k} = Dσ(Z^{k})ᵀ Λ^{k} with Λ^{k} substituted: entrywise {body_text(G)}, "
                 f"x from X^{k}, y from Y"
             )
         else:

@@ -1,18 +1,24 @@
 """Step 4: the KKT (stationarity) conditions of L, solved into forward, adjoint and gradient.
 
-Every equation below comes out of SymPy's differentiation of the Lagrangian:
-  ∂L/∂λ^k = 0  → x^k = σ_k(z^k)                    (forward pass, k = 1..N)
-  ∂L/∂x^k = 0  → λ^k in terms of x and λ^{k+1}      (adjoint, back-substituted from k = N)
-  ∂L/∂W^k, ∂L/∂b^k                                  (gradient; update θ ← θ − η ∂L/∂θ)
+One engine solves every network: a graph of constraints x_v = f_v(x_{u_1}, …, θ)
+(``GraphSpec``), and the MLP as the chain x⁰ → layer1 → … → layerN (``graph.chain_graph``, in
+the MLP's symbols x^k, λ^k, W^k, b^k). Every equation comes out of SymPy's differentiation of
+the Lagrangian's pieces (``lagrangian.pieces``: the loss, each node's λ^vᵀ (x_v − f_v), the
+weight decay):
+  ∂L/∂λ^v = 0  → x_v = f_v                        (forward pass, topological order)
+  ∂L/∂x_v = 0  → λ^v in terms of x and later λ    (adjoint, reverse topological order)
+  ∂L/∂θ                                           (gradient; update θ ← θ − η ∂L/∂θ)
 
-SymPy differentiates L written in the pre-activation symbols z^k_i; the linear map
-z^k = W^k x^{k-1} + b^k enters by the chain rule, dL/dv = ∂L/∂v + Σ ∂L/∂z^k_i ∂z^k_i/∂v, each
-factor a SymPy derivative. This is L.diff(v) (the same function), but it differentiates each
-σ_k once per z instead of once per weight: softmax layers, whose every output contains every z,
-no longer grow the work with the square of the width. Adjoints and gradients are then written
-in the states and multipliers (CONVENTIONS §2): at the KKT point σ_k(z^k) = x^k, so each
-application of σ_k becomes x^k (tanh' = 1 − x², softmax's Jacobian S_i(δ_ij − S_j) with S = x);
-what remains of z (relu' = step(z), …) is written out as W^k x^{k-1} + b^k.
+SymPy differentiates each piece written in the pre-activation symbols z^v_i; the linear map
+z^v = Σ_j W_j x_{u_j} + b enters by the chain rule, dL/dv = ∂L/∂v + Σ ∂L/∂z^v_i ∂z^v_i/∂v,
+each factor a SymPy derivative. This is L.diff(v) (the same function), but it differentiates
+each σ once per z instead of once per weight: softmax layers, whose every output contains every
+z, no longer grow the work with the square of the width. A state read by several consumers
+gets one partial from each consumer's piece (the adjoint sums over consumers); a shared
+parameter appears in the z of each use (its gradient sums over uses). Adjoints and gradients
+are then written in the states and multipliers (CONVENTIONS §2): at the KKT point
+σ(z^v) = x_v, so each application of σ becomes x_v (tanh' = 1 − x², softmax's Jacobian
+S_i(δ_ij − S_j) with S = x); what remains of z (relu' = step(z), …) is written out.
 """
 
 from __future__ import annotations
@@ -25,15 +31,17 @@ from typing import TYPE_CHECKING, overload
 
 import sympy as sp
 
-from .functions import Activation, get_loss
-from .graph import GraphSpec
+from .functions import Activation
+from .graph import GraphSpec, chain_graph
 from .lagrangian import (
+    LOSS,
+    GraphSymbols,
     Symbols,
-    decay,
-    lagrangian,
+    chain_symbols,
     layer_activations,
     make_symbols,
-    preactivation,
+    node_preactivation,
+    pieces,
 )
 from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
 
@@ -112,48 +120,156 @@ def partials(L: sp.Expr) -> Callable[[sp.Symbol], sp.Expr]:
     return lambda v: sp.Add(*[terms[i].diff(v) for i in where.get(v, [])])
 
 
-def _total_derivative(
-    spec: NetworkSpec, sym: Symbols, acts: dict[int, Activation]
-) -> tuple[
-    Callable[[sp.Symbol], sp.Expr], Callable[[sp.Expr], sp.Expr], Callable[[sp.Expr], sp.Expr]
-]:
-    """(dL/dv by the chain rule through z, the public form of an adjoint or gradient (σ_k(z^k)
-    as x^k, z written out), and the plain form with z written out (the forward conditions))."""
-    n = spec.depth
-    loss = get_loss(spec.loss).apply(list(sym.x[n]), list(sym.y))
-    terms = [loss, *decay(spec, sym)]
-    for k in range(1, n + 1):
-        sigma_z = acts[k].apply(list(sym.z[k]))
-        terms += [li * (xi - si) for li, xi, si in zip(sym.lam[k], sym.x[k], sigma_z)]
-    dLz = partials(sp.Add(*terms))
-    definition = {z: e for k in range(1, n + 1) for z, e in zip(sym.z[k], preactivation(sym, k))}
-    through: dict[sp.Symbol, list[sp.Symbol]] = defaultdict(list)
-    for z, e in definition.items():
-        for v in e.free_symbols:
-            through[v].append(z)
-    dz = {z: partials(e) for z, e in definition.items()}  # ∂z/∂v: one term W x of the sum
-    dLdz: dict[sp.Symbol, sp.Expr] = {}
+class Chain:
+    """∂L/∂s for any symbol s as its terms by origin, by the chain rule through z."""
 
-    def total(v: sp.Symbol) -> sp.Expr:
-        for z in through.get(v, []):
-            if z not in dLdz:
-                dLdz[z] = dLz(z)
-        return dLz(v) + sp.Add(*[dLdz[z] * dz[z](v) for z in through.get(v, [])])
+    def __init__(
+        self,
+        spec: GraphSpec,
+        sym: GraphSymbols,
+        acts: dict[str, Activation],
+        weight_decay: bool = False,
+    ) -> None:
+        by_origin = pieces(spec, sym, acts, in_z=True, weight_decay=weight_decay)
+        self.origins = list(by_origin)
+        self.d = {o: partials(sp.Add(*terms)) for o, terms in by_origin.items()}
+        self.has = {o: set().union(*(t.free_symbols for t in ts)) for o, ts in by_origin.items()}
+        self.definition: dict[sp.Symbol, sp.Expr] = {}
+        self.through: dict[sp.Symbol, list[str]] = defaultdict(list)  # s → layers whose z has s
+        for n in spec.nodes:
+            if n.op == "layer":
+                self.definition |= dict(zip(sym.z[n.name], node_preactivation(sym, n)))
+                for s in set().union(*(e.free_symbols for e in node_preactivation(sym, n))):
+                    self.through[s].append(n.name)
+        self.z = sym.z
+        self.dz = {z: partials(e) for z, e in self.definition.items()}
+        self.dLdz: dict[sp.Symbol, sp.Expr] = {}
+        self.states = {  # σ(z^v)_i → x_v[i]; the identity's σ(z) = z has nothing to write
+            s: x
+            for n in spec.nodes
+            if n.op == "layer"
+            for s, x in zip(acts[n.params or ""].apply(list(sym.z[n.name])), sym.states[n.name])
+            if not s.is_Symbol
+        }
 
-    states = {  # σ_k(z^k)_i → x^k_i; the identity's σ(z) = z has nothing to write
-        s: x
-        for k in range(1, n + 1)
-        for s, x in zip(acts[k].apply(list(sym.z[k])), sym.x[k])
-        if not s.is_Symbol
-    }
+    def terms(self, s: sp.Symbol) -> dict[str, sp.Expr]:
+        """∂L/∂s by origin (nonzero terms only, in the order of the origins)."""
+        out: dict[str, sp.Expr] = {}
+        for o in self.origins:
+            parts = [self.d[o](s)] if s in self.has[o] else []
+            if s in self.through and o in self.through[s]:
+                parts += [self._dLdz(z) * self.dz[z](s) for z in self.z[o]]
+            term = sp.Add(*parts)
+            if term != 0:
+                out[o] = term
+        return out
 
-    def stateless(e: sp.Expr) -> sp.Expr:
-        return e.xreplace(definition)
+    def _dLdz(self, z: sp.Symbol) -> sp.Expr:
+        if z not in self.dLdz:
+            owner = next(o for o in self.origins if z in self.has[o])
+            self.dLdz[z] = self.d[owner](z)
+        return self.dLdz[z]
 
-    def public(e: sp.Expr) -> sp.Expr:
-        return e.xreplace(states).xreplace(definition)
+    def public(self, e: sp.Expr) -> sp.Expr:
+        """σ(z^v) written as x_v, then z written out (adjoints and gradients)."""
+        return e.xreplace(self.states).xreplace(self.definition)
 
-    return total, public, stateless
+    def stateless(self, e: sp.Expr) -> sp.Expr:
+        """z written out (the forward conditions)."""
+        return e.xreplace(self.definition)
+
+
+@dataclass
+class KKT:
+    """The solved stationarity conditions of one network's L (``solve``)."""
+
+    lagrangian: sp.Expr
+    loss: sp.Expr
+    stationarity: dict[sp.Symbol, sp.Expr]  # ∂L/∂s for every λ, x and parameter entry
+    preactivations: list[sp.Eq]  # z^v[i] = Σ_j W_j x_{u_j} + b, for display
+    forward: list[sp.Eq]  # x_v[i] = f_v, topological order
+    adjoint: list[sp.Eq]  # λ^v[i] = ..., reverse topological order
+    gradients: dict[sp.Symbol, sp.Expr]  # ∂L/∂θ for every parameter entry
+    adjoint_terms: dict[sp.Symbol, dict[str, sp.Expr]]  # λ^v[i] = Σ over origins
+    gradient_terms: dict[sp.Symbol, dict[str, sp.Expr]]  # ∂L/∂θ = Σ over uses (and decay)
+
+
+def solve(
+    spec: GraphSpec, sym: GraphSymbols, acts: dict[str, Activation], weight_decay: bool = False
+) -> KKT:
+    """Derive and solve ∂L/∂λ = 0, ∂L/∂x = 0 and ∂L/∂θ for the graph in the symbols ``sym``
+    with σ per parameter set ``acts`` (see the module docstring)."""
+    chain = Chain(spec, sym, acts, weight_decay)
+    stationarity: dict[sp.Symbol, sp.Expr] = {}
+    preacts, forward = _forward(spec, sym, chain, stationarity)
+    adjoint, adjoint_terms = _adjoint(spec, sym, chain, stationarity)
+    gradients, gradient_terms = _gradients(sym, chain, stationarity)
+    written = pieces(spec, sym, acts, in_z=False, weight_decay=weight_decay)
+    return KKT(
+        lagrangian=sp.Add(*[t for ts in written.values() for t in ts]),
+        loss=written[LOSS][0],
+        stationarity=stationarity,
+        preactivations=preacts,
+        forward=forward,
+        adjoint=adjoint,
+        gradients=gradients,
+        adjoint_terms=adjoint_terms,
+        gradient_terms=gradient_terms,
+    )
+
+
+def _forward(
+    spec: GraphSpec, sym: GraphSymbols, chain: Chain, stationarity: dict[sp.Symbol, sp.Expr]
+) -> tuple[list[sp.Eq], list[sp.Eq]]:
+    """∂L/∂λ^v = 0 → x_v, in topological order; and the pre-activations for display."""
+    preacts: list[sp.Eq] = []
+    forward: list[sp.Eq] = []
+    for n in spec.nodes:
+        if n.op not in ("layer", "add"):
+            continue
+        if n.op == "layer":
+            for zi, e in zip(sym.z[n.name], node_preactivation(sym, n)):
+                preacts.append(sp.Eq(zi, e, evaluate=False))
+        for lam, x in zip(sym.lam[n.name], sym.states[n.name]):
+            stationarity[lam] = chain.stateless(sp.Add(*chain.terms(lam).values()))
+            forward.append(sp.Eq(x, solve_linear(stationarity[lam], x), evaluate=False))
+    return preacts, forward
+
+
+def _adjoint(
+    spec: GraphSpec, sym: GraphSymbols, chain: Chain, stationarity: dict[sp.Symbol, sp.Expr]
+) -> tuple[list[sp.Eq], dict[sp.Symbol, dict[str, sp.Expr]]]:
+    """∂L/∂x_v = 0 → λ^v, in reverse topological order (each λ^v only in later λ)."""
+    adjoint: list[sp.Eq] = []
+    by_origin: dict[sp.Symbol, dict[str, sp.Expr]] = {}
+    states = [n for n in spec.nodes if n.op in ("layer", "add")]
+    for k in range(len(states) - 1, -1, -1):
+        n = states[k]
+        pending = {s for m in states[: k + 1] for s in sym.lam[m.name]}
+        for x, lam in zip(sym.states[n.name], sym.lam[n.name]):
+            terms = {o: chain.public(t) for o, t in chain.terms(x).items()}
+            stationarity[x] = sp.Add(*terms.values())
+            rhs = solve_linear(stationarity[x], lam)
+            if rhs.free_symbols & pending:
+                raise ArithmeticError(f"adjoint system is not triangular at {lam}: {rhs}")
+            if terms.pop(n.name, None) != lam:
+                raise ArithmeticError(f"∂L/∂{x} has not the term λ of its own node: {terms}")
+            adjoint.append(sp.Eq(lam, rhs, evaluate=False))
+            by_origin[lam] = {o: -t for o, t in terms.items()}
+    return adjoint, by_origin
+
+
+def _gradients(
+    sym: GraphSymbols, chain: Chain, stationarity: dict[sp.Symbol, sp.Expr]
+) -> tuple[dict[sp.Symbol, sp.Expr], dict[sp.Symbol, dict[str, sp.Expr]]]:
+    """∂L/∂θ for every parameter entry, as a sum over the layers that use it."""
+    gradients: dict[sp.Symbol, sp.Expr] = {}
+    by_use: dict[sp.Symbol, dict[str, sp.Expr]] = {}
+    for matrix in sym.params.values():
+        for p in matrix:
+            by_use[p] = {o: chain.public(t) for o, t in chain.terms(p).items()}
+            stationarity[p] = gradients[p] = sp.Add(*by_use[p].values())
+    return gradients, by_use
 
 
 @overload
@@ -186,52 +302,25 @@ def derive(
         )
     spec.check_exact_size(max_weights)
     start = time.perf_counter()
-    n = spec.depth
     sym = make_symbols(spec.widths)
+    graph = chain_graph(spec)
     acts = layer_activations(spec, abstract)
-    L, loss = lagrangian(spec, sym, acts)
-    total, public, stateless = _total_derivative(spec, sym, acts)
-
-    stationarity: dict[sp.Symbol, sp.Expr] = {}
-    preacts: list[sp.Eq] = []
-    forward: list[sp.Eq] = []
-    for k in range(1, n + 1):  # ∂L/∂λ^k = 0 → x^k
-        for zk, expr in zip(sym.z[k], preactivation(sym, k)):
-            preacts.append(sp.Eq(zk, expr, evaluate=False))
-        for lam, xk in zip(sym.lam[k], sym.x[k]):
-            stationarity[lam] = stateless(total(lam))
-            forward.append(sp.Eq(xk, solve_linear(stationarity[lam], xk), evaluate=False))
-
-    adjoint: list[sp.Eq] = []
-    solved: set[sp.Symbol] = set()
-    for k in range(n, 0, -1):  # ∂L/∂x^k = 0 → λ^k, back-substitution from layer N
-        for xk, lam in zip(sym.x[k], sym.lam[k]):
-            stationarity[xk] = public(total(xk))
-            rhs = solve_linear(stationarity[xk], lam)
-            pending = {s for m in range(1, k + 1) for s in sym.lam[m]} - solved
-            if rhs.free_symbols & pending:
-                raise ArithmeticError(f"adjoint system is not triangular at {lam}: {rhs}")
-            adjoint.append(sp.Eq(lam, rhs, evaluate=False))
-        solved |= set(sym.lam[k])
-
-    gradients: dict[sp.Symbol, sp.Expr] = {}
-    for k in range(1, n + 1):  # ∂L/∂W^k, ∂L/∂b^k
-        for p in list(sym.W[k]) + list(sym.b[k]):
-            stationarity[p] = gradients[p] = public(total(p))
-
+    by_set = dict(zip(graph.groups, acts.values()))  # σ_k of the chain's k-th layer
+    kkt = solve(graph, chain_symbols(graph, sym), by_set, weight_decay=bool(spec.weight_decay))
+    n = spec.depth
     return Derivation(
         spec=spec,
         abstract=abstract,
         symbols=sym,
-        lagrangian=L,
-        loss=loss,
+        lagrangian=kkt.lagrangian,
+        loss=kkt.loss,
         params=[(sym.W[k], sym.b[k]) for k in range(1, n + 1)],
         input=sym.x[0],
         target=sym.y,
-        stationarity=stationarity,
-        preactivations=preacts,
-        forward=forward,
-        adjoint=adjoint,
-        gradients=gradients,
+        stationarity=kkt.stationarity,
+        preactivations=kkt.preactivations,
+        forward=kkt.forward,
+        adjoint=kkt.adjoint,
+        gradients=kkt.gradients,
         seconds=time.perf_counter() - start,
     )

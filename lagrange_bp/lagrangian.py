@@ -1,5 +1,9 @@
 """Step 3: the symbols of one sample and the Lagrangian of CONVENTIONS §1 (B = 1).
 
+For any graph of constraints x_v = f_v(x_{u_1}, …, θ) (``GraphSpec``), L is kept as pieces by
+origin (``pieces``): L = ℓ(y, x_outputs) + Σ_v λ^vᵀ (x_v − f_v) [+ (α/2) Σ ‖W‖²]. The chain
+(``NetworkSpec``) is the graph x⁰ → layer1 → … → layerN (``graph.chain_graph``), whose pieces
+read, in the MLP's own symbols (``chain_symbols``),
 L = ℓ(y, x^N) + Σ_k λ^kᵀ (x^k − σ_k(W^k x^{k-1} + b^k)),  k = 1..N,
 plus (α/2) Σ_k ‖W^k‖² when the spec has a weight decay α (the symbol ``ALPHA``; its value
 enters only the kernels, so that the proofs hold for every α).
@@ -16,6 +20,7 @@ from functools import cache
 import sympy as sp
 
 from .functions import Activation, abstract_activation, get_activation, get_loss
+from .graph import GraphSpec, NodeSpec
 from .spec import NetworkSpec
 
 
@@ -80,20 +85,22 @@ def make_symbols(widths: tuple[int, ...]) -> Symbols:
 
 
 @cache
-def _abstract(k: int) -> Activation:
+def abstract_layer(k: int) -> Activation:
+    """σ_k as an undefined function with derivative σ'_k (one object per k)."""
     return abstract_activation(k)
 
 
 def layer_activations(spec: NetworkSpec, abstract: bool = False) -> dict[int, Activation]:
     """σ_k for k = 1..N: the spec's, or undefined functions σ_k with derivative σ'_k."""
     if abstract:
-        return {k: _abstract(k) for k in range(1, spec.depth + 1)}
+        return {k: abstract_layer(k) for k in range(1, spec.depth + 1)}
     return {k: get_activation(a) for k, a in enumerate(spec.activations, start=1)}
 
 
 def preactivation(sym: Symbols, k: int) -> list[sp.Expr]:
     """z^k = W^k x^{k-1} + b^k, entry by entry."""
-    return list(sym.W[k] * sym.x[k - 1] + sym.b[k])
+    W, x, b = sym.W[k], sym.x[k - 1], sym.b[k]
+    return [sp.Add(*[W[i, c] * x[c] for c in range(x.rows)], b[i]) for i in range(b.rows)]
 
 
 def decay(spec: NetworkSpec, sym: Symbols) -> list[sp.Expr]:
@@ -104,14 +111,112 @@ def decay(spec: NetworkSpec, sym: Symbols) -> list[sp.Expr]:
     return [ALPHA / 2 * w**2 for k in sym.W for w in sym.W[k]]
 
 
-def lagrangian(
-    spec: NetworkSpec, sym: Symbols, activations: dict[int, Activation]
-) -> tuple[sp.Expr, sp.Expr]:
-    """L and the loss ℓ(y, x^N); L has the weight decay terms, if any, and each layer adds
-    λ^kᵀ c^k with c^k = x^k − σ_k(z^k)."""
-    loss = get_loss(spec.loss).apply(list(sym.x[spec.depth]), list(sym.y))
-    terms = [loss, *decay(spec, sym)]
-    for k in range(1, spec.depth + 1):
-        sigma_z = activations[k].apply(preactivation(sym, k))
-        terms += [li * (xi - si) for li, xi, si in zip(sym.lam[k], sym.x[k], sigma_z)]
-    return sp.Add(*terms), loss
+LOSS = "ℓ"  # the origin of the loss's piece of L (never a node name: those are ASCII)
+DECAY = "α"  # the origin of the weight decay's piece
+
+
+@dataclass
+class GraphSymbols:
+    """Column matrices of ``Entry`` symbols, keyed by node or parameter name."""
+
+    states: dict[str, sp.Matrix]  # every node: inputs data, zeros 0, others x_v
+    lam: dict[str, sp.Matrix]  # λ^v, layer and add nodes
+    z: dict[str, sp.Matrix]  # z^v, layer nodes (display symbols)
+    params: dict[str, sp.Matrix]  # "p.W" (n_v, n_u), "p.b" (n_v, 1)
+    y: sp.Matrix  # targets of the outputs, concatenated
+
+
+def _matrix(name: str, rows: int, cols: int) -> sp.Matrix:
+    return sp.Matrix(rows, cols, lambda i, j: Entry(f"{name}[{i + 1},{j + 1}]", real=True))
+
+
+def graph_symbols(spec: GraphSpec) -> GraphSymbols:
+    """One Symbol per entry of x_v, λ^v, z^v, every parameter (once per set) and y."""
+    states, lam, z = {}, {}, {}
+    for n in spec.nodes:
+        if n.op == "zeros":
+            states[n.name] = sp.zeros(n.width, 1)
+            continue
+        states[n.name] = _vector(n.name, n.width)
+        if n.op != "input":
+            lam[n.name] = _vector(f"λ^{n.name}", n.width)
+        if n.op == "layer":
+            z[n.name] = _vector(f"z^{n.name}", n.width)
+    params = {
+        name: _matrix(name, *shape) if len(shape) == 2 else _vector(name, shape[0])
+        for name, shape in spec.param_shapes().items()
+    }
+    return GraphSymbols(states, lam, z, params, _vector("y", sum(spec.output_widths)))
+
+
+def chain_symbols(graph: GraphSpec, sym: Symbols) -> GraphSymbols:
+    """The chain's symbols (x^k, λ^k, W^k, b^k) keyed by the nodes of ``chain_graph``."""
+    layers = [n for n in graph.nodes if n.op == "layer"]
+    return GraphSymbols(
+        states={graph.input_names[0]: sym.x[0]}
+        | {n.name: sym.x[k] for k, n in enumerate(layers, start=1)},
+        lam={n.name: sym.lam[k] for k, n in enumerate(layers, start=1)},
+        z={n.name: sym.z[k] for k, n in enumerate(layers, start=1)},
+        params={
+            name: m
+            for k, n in enumerate(layers, start=1)
+            for name, m in ((n.weight_names[0], sym.W[k]), (n.bias_name, sym.b[k]))
+        },
+        y=sym.y,
+    )
+
+
+def node_preactivation(sym: GraphSymbols, node: NodeSpec) -> list[sp.Expr]:
+    """z^v = Σ_j W_j x_{u_j} + b, entry by entry (one flat sum per entry: SymPy's matrix
+    product of Symbol matrices costs ~100 ms at 30 × 30)."""
+    b = sym.params[node.bias_name]
+    pairs = [(sym.params[w], sym.states[u]) for w, u in zip(node.weight_names, node.inputs)]
+    return [
+        sp.Add(*[W[i, c] * x[c] for W, x in pairs for c in range(x.rows)], b[i])
+        for i in range(b.rows)
+    ]
+
+
+def node_function(
+    sym: GraphSymbols, node: NodeSpec, acts: dict[str, Activation], z: list[sp.Expr]
+) -> list[sp.Expr]:
+    """f_v: σ(z) for a layer (z given), Σ_j x_{u_j} for an add."""
+    if node.op == "layer":
+        return acts[node.params or ""].apply(z)
+    total = sp.zeros(node.width, 1)
+    for u in node.inputs:
+        total += sym.states[u]
+    return list(total)
+
+
+def loss_of(spec: GraphSpec, sym: GraphSymbols) -> sp.Expr:
+    """ℓ = Σ_o ℓ(y_o, x_o): the outputs' states concatenated against y."""
+    x = [s for o in spec.outputs for s in sym.states[o]]
+    return get_loss(spec.loss).apply(x, list(sym.y))
+
+
+def pieces(
+    spec: GraphSpec,
+    sym: GraphSymbols,
+    acts: dict[str, Activation],
+    in_z: bool,
+    weight_decay: bool = False,
+) -> dict[str, list[sp.Expr]]:
+    """The terms of L by origin: each node's λ^v ⊙ (x_v − f_v), the loss (``LOSS``) and, with
+    ``weight_decay``, the terms (α/2) w² of every weight entry (``DECAY``). ``in_z``: a layer's
+    f_v in its symbols z^v; else with z written out."""
+    out: dict[str, list[sp.Expr]] = {}
+    for n in spec.nodes:
+        if n.op in ("layer", "add"):
+            z: list[sp.Expr] = []
+            if n.op == "layer":
+                z = list(sym.z[n.name]) if in_z else node_preactivation(sym, n)
+            f = node_function(sym, n, acts, z)
+            out[n.name] = [
+                li * (xi - fi) for li, xi, fi in zip(sym.lam[n.name], sym.states[n.name], f)
+            ]
+    out[LOSS] = [loss_of(spec, sym)]
+    if weight_decay:
+        weights = [w for first in spec.groups.values() for w in first.weight_names]
+        out[DECAY] = [ALPHA / 2 * w**2 for name in weights for w in sym.params[name]]
+    return out

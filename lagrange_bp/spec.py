@@ -48,7 +48,7 @@ class NetworkSpec:
         object.__setattr__(self, "widths", _check_widths(widths))
         n_layers = len(self.widths) - 1
         object.__setattr__(self, "activations", _check_activations(activations, n_layers))
-        object.__setattr__(self, "loss", _check_loss(loss, self.activations))
+        object.__setattr__(self, "loss", checked_loss(loss, self.activations))
         object.__setattr__(self, "weight_decay", _check_weight_decay(weight_decay))
 
     @property
@@ -139,7 +139,7 @@ def _check_activations(activations: object, n_layers: int) -> tuple[str, ...]:
         except ValueError as exc:
             if name.strip().isidentifier():
                 raise ValueError(
-                    f"unknown activation {_shown(name)} for layer {k}; known: "
+                    f"unknown activation {shown(name)} for layer {k}; known: "
                     f"{', '.join(ACTIVATIONS)}, or an expression in z such as "
                     f"'z*tanh(softplus(z))'"
                 ) from None
@@ -147,7 +147,8 @@ def _check_activations(activations: object, n_layers: int) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def _check_loss(loss: object, activations: tuple[str, ...]) -> str:
+def checked_loss(loss: object, activations: tuple[str, ...]) -> str:
+    """The loss's canonical key (a built-in name or a parsed expression), or a clear error."""
     if not isinstance(loss, str):
         raise TypeError(f"loss must be a string, got {type(loss).__name__}")
     try:
@@ -155,7 +156,7 @@ def _check_loss(loss: object, activations: tuple[str, ...]) -> str:
     except ValueError:
         if loss.strip().isidentifier():
             raise ValueError(
-                f"unknown loss {_shown(loss)}; known: {', '.join(LOSSES)}, or an expression in "
+                f"unknown loss {shown(loss)}; known: {', '.join(LOSSES)}, or an expression in "
                 f"x (output) and y (target) such as 'log(cosh(x - y))'"
             ) from None
         raise
@@ -180,7 +181,7 @@ def _check_weight_decay(alpha: object) -> float:
     return alpha
 
 
-def _shown(name: str) -> str:
+def shown(name: str) -> str:
     """A user's name for an error message: printable characters only, and short."""
     clean = "".join(ch if ch.isprintable() else "?" for ch in name)
     return repr(clean if len(clean) <= 40 else clean[:37] + "...")

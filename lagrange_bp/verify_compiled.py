@@ -57,15 +57,15 @@ class Mismatch(AssertionError):
     """A kernel output that differs from the reference: the first one found."""
 
 
-def _mod(a: Any) -> np.ndarray:
+def mod_p(a: Any) -> np.ndarray:
     return np.mod(np.asarray(a, dtype=object), P).astype(object)
 
 
-def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _mod(np.dot(a, b))
+def matmul_p(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return mod_p(np.dot(a, b))
 
 
-def _dot(a: np.ndarray, b: np.ndarray) -> int:
+def dot_p(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.sum(a * b)) % P
 
 
@@ -96,7 +96,7 @@ class Reference:
         for k, act in enumerate(self.acts, start=1):
             W, b = self.params[k - 1]
             zdeg = summed(self.xdeg[k - 1] * self.pdeg[k - 1][0], W.shape[1]) + self.pdeg[k - 1][1]
-            self.z[k] = _mod(_matmul(self.x[k - 1], W.T) + b)
+            self.z[k] = mod_p(matmul_p(self.x[k - 1], W.T) + b)
             self.x[k], self.local[k], self.xdeg[k] = self._activate(act, self.z[k], zdeg)
         self._loss()
 
@@ -161,7 +161,7 @@ class Reference:
             total += self._evaluate(terms.function.expr, env).v
         self.J = total * pow(x.shape[0], P - 2, P) % P
         half = self.alpha * pow(2, P - 2, P)  # + (α/2) Σ_k ‖W^k‖², the weight decay
-        self.J = (self.J + half * sum(_dot(W, W) for W, _ in self.params)) % P
+        self.J = (self.J + half * sum(dot_p(W, W) for W, _ in self.params)) % P
 
     def _log_softmax(self, z: np.ndarray) -> np.ndarray:
         out = np.empty_like(z)
@@ -178,19 +178,19 @@ class Reference:
     def _through(self, k: int, tx: np.ndarray) -> np.ndarray:
         """Push a tangent of x^k through layers k+1..N: the tangent of x^N."""
         for j in range(k + 1, self.spec.depth + 1):
-            tz = _matmul(tx, self.params[j - 1][0].T)
+            tz = matmul_p(tx, self.params[j - 1][0].T)
             tx = self._local(j, tz)
         return tx
 
     def _local(self, k: int, tz: np.ndarray) -> np.ndarray:
         local = self.local[k]
         if local.ndim == 2:
-            return _mod(local * tz)
-        return _mod(np.einsum("bij,bj->bi", local, tz))
+            return mod_p(local * tz)
+        return mod_p(np.einsum("bij,bj->bi", local, tz))
 
     def _dJ(self, txN: np.ndarray) -> int:
         """dJ/dt = (1/B) Σ ∂f/∂x ⊙ t(x^N)."""
-        return _dot(self.dfdx, txN) * pow(txN.shape[0], P - 2, P) % P
+        return dot_p(self.dfdx, txN) * pow(txN.shape[0], P - 2, P) % P
 
     def along_state(self, k: int, U: np.ndarray) -> int:
         """dJ/dt for x^k + t U (x^k an input to layers k+1..N)."""
@@ -200,9 +200,11 @@ class Reference:
         """dJ/dt for W^k + t V (which = 0; with the weight decay's α ⟨W^k, V⟩) or b^k + t V
         (which = 1)."""
         tz = (
-            _matmul(self.x[k - 1], V.T) if which == 0 else _mod(np.broadcast_to(V, self.z[k].shape))
+            matmul_p(self.x[k - 1], V.T)
+            if which == 0
+            else mod_p(np.broadcast_to(V, self.z[k].shape))
         )
-        decay = self.alpha * _dot(self.params[k - 1][0], V) if which == 0 else 0
+        decay = self.alpha * dot_p(self.params[k - 1][0], V) if which == 0 else 0
         return (self._dJ(self._through(k, self._local(k, tz))) + decay) % P
 
 
@@ -293,7 +295,7 @@ def _check_adjoint(model: Model, t: Trial) -> tuple[str, int]:
     )
     for k, lam in enumerate(lams, start=1):
         U = _random(t.rng, lam.a.shape)
-        if (-_dot(lam.a, U)) % P != t.ref.along_state(k, U):
+        if (-dot_p(lam.a, U)) % P != t.ref.along_state(k, U):
             raise Mismatch(f"adjoint: λ^{k} is not −∂J/∂x^{k} (random direction)")
     return f"λ^1..λ^{len(lams)}", calls
 
@@ -316,7 +318,7 @@ def _check_gradients(model: Model, t: Trial) -> tuple[str, int]:
     for k, pair in enumerate(grads, start=1):
         for which, (g, name) in enumerate(zip(pair, _names(k))):
             V = _random(t.rng, g.a.shape)
-            if _dot(g.a, V) != t.ref.along_param(k, which, V):
+            if dot_p(g.a, V) != t.ref.along_param(k, which, V):
                 raise Mismatch(f"loss_and_grad: {name} is not ∂J/∂{name[4:]} (random direction)")
     return f"J, ∂L/∂W^k and ∂L/∂b^k for k = 1..{len(grads)}", calls
 
@@ -336,7 +338,7 @@ def _check_sgd(model: Model, t: Trial) -> tuple[str, int]:
     for k, (new, old) in enumerate(zip(after, t.params), start=1):
         for which, name in enumerate((f"W^{k}", f"b^{k}")):
             V = _random(t.rng, old[which].a.shape)
-            step = _dot(_mod(new[which].a - old[which].a), V)
+            step = dot_p(mod_p(new[which].a - old[which].a), V)
             if step != (-t.eta.v * t.ref.along_param(k, which, V)) % P:
                 raise Mismatch(f"sgd_step: {name} is not {name} − η ∂L/∂{name} (random direction)")
     _same_loss("sgd_step", value, t)  # J at the parameters before the step

@@ -83,9 +83,9 @@ def check_base(g: GenericDerivation, specs: tuple[NetworkSpec, ...]) -> tuple[bo
     """(g1) Λ^N = −∂J/∂X^N for an abstract ℓ, then for each loss record."""
     f = g.output_index
     if sp.simplify(f["lambda"] + f["dJ"]) != 0:
-        return False, f"Λ^N_pq = {_shown(f['lambda'])} but −∂J/∂X^N_pq = {_shown(-f['dJ'])}"
+        return False, f"Λ^N_pq = {shown_expr(f['lambda'])} but −∂J/∂X^N_pq = {shown_expr(-f['dJ'])}"
     lines = [
-        f"∂L/∂X^N_pq = {_shown(f['condition'])} = 0 gives Λ^N_pq = {_shown(f['lambda'])} "
+        f"∂L/∂X^N_pq = {shown_expr(f['condition'])} = 0 gives Λ^N_pq = {shown_expr(f['lambda'])} "
         "= −∂J/∂X^N_pq "
         "(ℓ abstract, summed over i = 1..n, j = 1..B)"
     ]
@@ -110,9 +110,9 @@ def check_step(g: GenericDerivation) -> tuple[bool, str]:
     chain = _chain_rule_vjp(SIGMA_NEXT, LAYER.W_next, LAYER.X, LAYER.b_next, P_next, LAYER.X)
     derived = g.raw["adjoint"].xreplace({LAYER.Lam_next: -P_next})
     if not is_zero(derived + chain):
-        return False, f"Λ^k = {_shown(derived)} but −∂J/∂X^k = {_shown(-chain)}"
+        return False, f"Λ^k = {shown_expr(derived)} but −∂J/∂X^k = {shown_expr(-chain)}"
     return True, (
-        f"∂J/∂X^k = {_shown(chain)} (chain rule, P^{{k+1}} = ∂J/∂X^{{k+1}} = −Λ^{{k+1}})"
+        f"∂J/∂X^k = {shown_expr(chain)} (chain rule, P^{{k+1}} = ∂J/∂X^{{k+1}} = −Λ^{{k+1}})"
         f"\nso Λ^k = W^{{k+1}}ᵀ G^{{k+1}} = −∂J/∂X^k: by induction λ^k = −∂J/∂x^k, k = N..1"
     )
 
@@ -126,7 +126,10 @@ def check_gradients(g: GenericDerivation) -> tuple[bool, str]:
             chain = chain + g.decay.diff(param)
         derived = g.raw[name].xreplace({LAYER.Lam: -P})
         if not is_zero(derived - chain):
-            return False, f"∂L/∂{param} = {_shown(derived)} but ∂J/∂{param} = {_shown(chain)}"
+            return (
+                False,
+                f"∂L/∂{param} = {shown_expr(derived)} but ∂J/∂{param} = {shown_expr(chain)}",
+            )
     if g.decay != 0:
         return True, (
             "∂L/∂W^k = −G^k X^{k-1}ᵀ + α W^k = ∂J/∂W^k (J with (α/2) Σ_k ‖W^k‖², α any) and "
@@ -184,7 +187,7 @@ def _with_derivative(abstract: sp.Basic, act: Activation) -> sp.Basic:
     return abstract.replace(lambda e: isinstance(e, sp.Lambda) and e.expr.has(SIGMA_K), concrete)
 
 
-def _shown(e: sp.Basic) -> str:
+def shown_expr(e: sp.Basic) -> str:
     """An expression in the notation of the printed derivation (⊙, σ'_k(·), ∂ℓ/∂x(·, ·))."""
     from .render_generic import matrix_form, text
 

@@ -162,3 +162,39 @@ def test_derived_gradient_matches_finite_differences(spec: lbp.NetworkSpec) -> N
         down = numeric_loss(spec, params, x0, y)
         flat[idx] = old
         assert got == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-7), str(p)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        lbp.NetworkSpec((3, 4, 2), ("tanh", "softmax"), "cross_entropy", weight_decay=0.1),
+        lbp.NetworkSpec((2, 3, 2, 2), ("relu", "z*tanh(z)", "identity"), "log(cosh(x - y))"),
+    ],
+    ids=["softmax-decay", "custom"],
+)
+def test_the_mlp_is_derived_as_its_chain_graph(spec: lbp.NetworkSpec) -> None:
+    """One engine (kkt.solve): derive(spec) equals derive(chain_graph(spec)) with the graph's
+    symbols renamed to the MLP's (layer<k> → x^k, λ^k, W^k, b^k), equation for equation."""
+    from lagrange_bp.graph import chain_graph
+    from lagrange_bp.lagrangian import chain_symbols, graph_symbols, make_symbols
+
+    graph = chain_graph(spec)
+    assert [n.name for n in graph.nodes] == ["x0"] + [f"layer{k}" for k in range(1, spec.depth + 1)]
+    mine, theirs = chain_symbols(graph, make_symbols(spec.widths)), graph_symbols(graph)
+    rename = {}
+    for field in ("states", "lam", "z", "params"):
+        for key, m in getattr(theirs, field).items():
+            rename |= dict(zip(m, getattr(mine, field)[key]))
+    rename |= dict(zip(theirs.y, mine.y))
+    d, g = lbp.derive(spec), lbp.derive(graph)
+    assert [e.xreplace(rename) for e in g.forward] == d.forward
+    assert [e.xreplace(rename) for e in g.adjoint] == d.adjoint
+    decay = (
+        {w: lbp.lagrangian.ALPHA * w for W, _ in d.params for w in W} if spec.weight_decay else {}
+    )
+    renamed = {
+        rename[p]: e.xreplace(rename) + decay.get(rename[p], 0) for p, e in g.gradients.items()
+    }
+    assert renamed == d.gradients  # a graph has no weight decay; the MLP's adds α W^k
+    penalty = sum(decay[w] * w / 2 for w in decay)
+    assert g.lagrangian.xreplace(rename) + penalty == d.lagrangian
