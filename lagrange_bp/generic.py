@@ -3,9 +3,10 @@
 Vocabulary: the *generic layer* is layer k with symbolic widths n_{k-1}, n_k, n_{k+1} and batch
 size B; the *general proof* (``verify_general``) shows by induction over k that its equations
 are backpropagation for every N. States are columns: X^k is n_k × B (one column per sample),
-Λ^k likewise, 1 = OneMatrix(1, B), Z^k = W^k X^{k-1} + b^k 1ᵀ. Two windows of the batch
-Lagrangian are differentiated by SymPy's matrix calculus (the Trace form of CONVENTIONS §4;
-the sum of traces is kept inside one Trace, since ``(Tr A + Tr C).diff(M)`` silently returns 0):
+Λ^k likewise, 1 = OneMatrix(1, B), Z^k = W^k X^{k-1} + b^k 1ᵀ. The layer's equations are the
+layer node kind's (``graph_generic.derive_node``: SymPy's matrix calculus on one constraint
+term Tr(Λ_vᵀ(X_v − σ(Z_v))), the derivation graphs use), renamed to layers k and k+1 of the
+chain; the window of the batch Lagrangian they add up to is (the Trace form of CONVENTIONS §4)
 
   interior:  L_k = Tr(Λ^kᵀ(X^k − σ_k(Z^k)) + Λ^{k+1ᵀ}(X^{k+1} − σ_{k+1}(Z^{k+1})))
   output:    L_N = Σ_ij ℓ(X^N_ij, Y_ij)/B + Σ_ij Λ^N_ij (X^N_ij − σ_N(Z^N)_ij)   (index form)
@@ -29,7 +30,7 @@ from sympy import HadamardProduct, Lambda, MatMul, MatrixSymbol, OneMatrix, Trac
 
 from .functions import Activation, Loss
 from .lagrangian import ALPHA
-from .matrices import ARG_U, ARG_V, BATCH, elementwise, entrywise
+from .matrices import ARG_U, ARG_V, BATCH, entrywise
 
 if TYPE_CHECKING:
     from .conditions import Condition, Typeset
@@ -185,55 +186,68 @@ class GenericDerivation:
         return algorithm()
 
 
-def constraint(
-    Lam: MatrixSymbol, X: MatrixSymbol, sigma: object, Z: sp.MatrixExpr
-) -> sp.MatrixExpr:
-    """Λᵀ(X − σ(Z)): a layer's constraint term, whose trace enters L."""
-    return Lam.T * (X - elementwise(sigma, Z))
-
-
 @cache
 def derive_generic(weight_decay: bool = False) -> GenericDerivation:
-    """Differentiate the two windows of L and name each layer's G^k (see module doc).
+    """The generic layer's equations from the layer node kind (``graph_generic.derive_node``,
+    the one derivation of a layer that graphs use too), renamed to layer k and layer k+1.
 
-    ``weight_decay=True`` adds the objective's (α/2) Tr(W^kᵀ W^k) = (α/2) ‖W^k‖² to the window
-    (differentiated on its own: SymPy's derivative of a sum of traces can be silently 0).
+    In a chain, X^k has one consumer, layer k+1: ∂L/∂X^k = ∂term_k/∂X^k + ∂term_{k+1}/∂X^k
+    = Λ^k − W^{k+1ᵀ} G^{k+1} (the node's own multiplier, checked by ``derive_node``, plus its
+    consumer's share), so Λ^k = W^{k+1ᵀ} G^{k+1}. ``weight_decay=True`` adds the objective's
+    (α/2) Tr(W^kᵀ W^k) = (α/2) ‖W^k‖², differentiated on its own (SymPy's derivative of a sum
+    of traces can be silently 0).
     """
     if not isinstance(weight_decay, bool):
         raise TypeError(f"weight_decay must be True or False, got {weight_decay!r}")
-    s = LAYER
-    L = Trace(
-        constraint(s.Lam, s.X, SIGMA_K, s.Z)
-        + constraint(s.Lam_next, s.X_next, SIGMA_NEXT, s.Z_next)
-    )
+    from .graph_generic import derive_node  # graph_generic builds on this module's helpers
+
+    s, node = LAYER, derive_node("layer", 1)
+    (U,), (W,) = node.inputs, node.weights
+    at_k = {node.X: s.X, node.Lam: s.Lam, node.G: s.G, U: s.X_prev, W: s.W, node.bias: s.b}
+    at_next = {
+        node.X: s.X_next, node.Lam: s.Lam_next, node.G: s.G_next, U: s.X, W: s.W_next,
+        node.bias: s.b_next,
+    }  # fmt: skip
+
+    def k(e: sp.Basic) -> sp.Basic:
+        return e.xreplace(at_k)
+
+    def k_next(e: sp.Basic) -> sp.Basic:
+        return e.xreplace(at_next).replace(SIGMA_K, SIGMA_NEXT)
+
+    assert node.vjp is not None and node.bias_gradient is not None
+    L = Trace(k(node.term).arg + k_next(node.term).arg)
     penalty = ALPHA / 2 * Trace(s.W.T * s.W) if weight_decay else sp.S.Zero
-    d_lam, d_x = normalize(L.diff(s.Lam)), normalize(L.diff(s.X))
-    forward_rhs = normalize(s.X - d_lam)  # ∂L/∂Λ^k = X^k − σ_k(Z^k)
-    adjoint_raw = solve_identity(d_x, s.Lam)
-    dW_raw, db_raw = normalize(L.diff(s.W)), normalize(L.diff(s.b))
+    H, H_next = k(node.vjp), k_next(node.vjp)
+    adjoint = k_next(node.to_input[0])
+    dW, db = k(node.weight_gradients[0]), k(node.bias_gradient)
     if weight_decay:
-        dW_raw = normalize(dW_raw + penalty.diff(s.W))
-    H_next, H = find_hadamard(adjoint_raw, s.Lam_next), find_hadamard(dW_raw, s.Lam)
-    adjoint = adjoint_raw.xreplace({H_next: s.G_next})
-    dW, db = dW_raw.xreplace({H: s.G}), db_raw.xreplace({H: s.G})
-    for name, e in (("adjoint", adjoint), ("∂L/∂W", dW), ("∂L/∂b", db)):
-        if e.has(s.Lam) or e.has(s.Lam_next):
-            raise ArithmeticError(f"{name} is not a function of G alone: {e}")
+        dW = normalize(dW + penalty.diff(s.W))
+    raw = {
+        "adjoint": adjoint.xreplace({s.G_next: H_next}),
+        "weight_gradient": dW.xreplace({s.G: H}),
+        "bias_gradient": db.xreplace({s.G: H}),
+    }
     index = output_index_form()
     lam_n = entrywise(index["lambda_lifted"], s.X, s.Y)
+    forward = k(node.forward)
     return GenericDerivation(
         interior_lagrangian=L,
         decay=penalty,
-        forward=sp.Eq(s.X, forward_rhs, evaluate=False),
+        forward=sp.Eq(s.X, forward, evaluate=False),
         adjoint=sp.Eq(s.Lam, adjoint, evaluate=False),
         weight_gradient=sp.Eq(sp.Symbol("∂L/∂W^k"), dW, evaluate=False),
         bias_gradient=sp.Eq(sp.Symbol("∂L/∂b^k"), db, evaluate=False),
         vjp=sp.Eq(s.G, H, evaluate=False),
         output_adjoint=sp.Eq(s.Lam, lam_n, evaluate=False),
-        raw={"adjoint": adjoint_raw, "weight_gradient": dW_raw, "bias_gradient": db_raw},
+        raw=raw,
         output_index=index,
         softmax_index=softmax_index_form(),
-        stationarity={"Λ^k": d_lam, "X^k": d_x, "X^N": _output_condition(index["condition"])},
+        stationarity={
+            "Λ^k": normalize(s.X - forward),  # ∂term_k/∂Λ^k = X^k − σ_k(Z^k)
+            "X^k": normalize(s.Lam - raw["adjoint"]),  # own Λ^k, minus the consumer's share
+            "X^N": _output_condition(index["condition"]),
+        },
     )
 
 
