@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import sympy as sp
 
 from .exact_numpy import ExactScalar, FieldArray, namespace, random_array, summed
-from .field import CONST, FRESH, Deg, Oracle, P, Value
-from .functions import X_VAR, Y_VAR, get_activation, get_loss
+from .field import FRESH, Deg, Oracle, P
+from .functions import get_activation, get_loss
 from .graph_model import GraphModel
-from .matrices import ARG_U, ARG_V, ARG_W, BATCH, Entrywise, LogSoftmax
 from .verify import Progress, Report
 from .verify_compiled import (
     BATCH_SIZE,
@@ -77,36 +75,10 @@ class GraphReference(Reference):
         self.out_dfdx: dict[str, np.ndarray] = {}
         total = 0
         for o, y in zip(self.gspec.outputs, ys):
-            x = self.x[o]
-            d = np.empty_like(x)
-            for index in np.ndindex(x.shape):
-                env = {
-                    X_VAR: Value(int(x[index]), FRESH, [1], CONST),
-                    Y_VAR: Value(int(y[index]), FRESH),
-                }
-                d[index] = (self._evaluate(self.loss.term_form, env, 1).t or [0])[0]
-            self.out_dfdx[o] = d
-            total += self._terms(o, y)
+            x, act = self.x[o], get_activation(self.gspec.node(o).activation or "identity")
+            self.out_dfdx[o] = self.loss_derivative(x, y)
+            total += self.loss_terms(act, x, self.z.get(o, x), y)
         self.J = total * pow(BATCH_SIZE, P - 2, P) % P
-
-    def _terms(self, o: str, y: np.ndarray) -> int:
-        node = self.gspec.node(o)
-        act = get_activation(node.activation or "identity")
-        shape = (BATCH, sp.Symbol("n"))
-        Zm, Xm, Ym = (sp.MatrixSymbol(s, *shape) for s in ("Z", "X", "Y"))
-        terms = self.loss.kernel_terms(act, Zm, Xm, Ym, 1)
-        assert isinstance(terms, Entrywise)
-        x, z = self.x[o], self.z.get(o, self.x[o])
-        w = None
-        if len(terms.matrices) == 3:
-            w = z if not isinstance(terms.matrices[2], LogSoftmax) else self._log_softmax(z)
-        total = 0
-        for index in np.ndindex(x.shape):
-            env = {ARG_U: Value(int(x[index]), FRESH), ARG_V: Value(int(y[index]), FRESH)}
-            if w is not None:
-                env[ARG_W] = Value(int(w[index]), FRESH)
-            total += self._evaluate(terms.function.expr, env).v
-        return total
 
     def tangent(self, state: str | None = None, U: Any = None, param: str | None = None) -> int:
         """dJ/dt with x_state + t U (x_state free) or θ_param + t U, pushed forward."""

@@ -138,17 +138,28 @@ class Reference:
         """J's value as the kernels print it, and ∂f/∂x at every output entry."""
         n = self.spec.depth
         x, y, z = self.x[n], self.Y, self.z[n]
-        self.dfdx = np.empty_like(x)
+        self.dfdx = self.loss_derivative(x, y)
+        self.J = self.loss_terms(self.acts[-1], x, z, y) * pow(x.shape[0], P - 2, P) % P
+        half = self.alpha * pow(2, P - 2, P)  # + (α/2) Σ_k ‖W^k‖², the weight decay
+        self.J = (self.J + half * sum(dot_p(W, W) for W, _ in self.params)) % P
+
+    def loss_derivative(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """∂f/∂x of the loss's per-entry term f(x, y) at every entry of the output x."""
+        d = np.empty_like(x)
         for index in np.ndindex(x.shape):
             env = {
                 X_VAR: Value(int(x[index]), FRESH, [1], CONST),
                 Y_VAR: Value(int(y[index]), FRESH),
             }
-            value = self._evaluate(self.loss.term_form, env, 1)
-            self.dfdx[index] = (value.t or [0])[0]
+            d[index] = (self._evaluate(self.loss.term_form, env, 1).t or [0])[0]
+        return d
+
+    def loss_terms(self, act: Activation, x: np.ndarray, z: np.ndarray, y: np.ndarray) -> int:
+        """Σ over entries of the loss terms the kernels print for activation ``act`` (not yet
+        divided by B): from the output x, its pre-activation z (log softmax) and y."""
         shape = (BATCH, sp.Symbol("n"))
         Zm, Xm, Ym = (sp.MatrixSymbol(s, *shape) for s in ("Z", "X", "Y"))
-        terms = self.loss.kernel_terms(self.acts[-1], Zm, Xm, Ym, 1)
+        terms = self.loss.kernel_terms(act, Zm, Xm, Ym, 1)
         assert isinstance(terms, Entrywise)
         w = None
         if len(terms.matrices) == 3:
@@ -159,9 +170,7 @@ class Reference:
             if w is not None:
                 env[ARG_W] = Value(int(w[index]), FRESH)
             total += self._evaluate(terms.function.expr, env).v
-        self.J = total * pow(x.shape[0], P - 2, P) % P
-        half = self.alpha * pow(2, P - 2, P)  # + (α/2) Σ_k ‖W^k‖², the weight decay
-        self.J = (self.J + half * sum(dot_p(W, W) for W, _ in self.params)) % P
+        return total
 
     def _log_softmax(self, z: np.ndarray) -> np.ndarray:
         out = np.empty_like(z)
