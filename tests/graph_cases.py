@@ -1,8 +1,11 @@
 """Graphs the graph tests share: a residual MLP with two skips, a node read by three consumers
 (one of them also an output), and shared layers (one encoder for two inputs, a layer twice in
-depth)."""
+depth); and the PyTorch autograd reference the graph tests compare with."""
 
 from __future__ import annotations
+
+import numpy as np
+import pytest
 
 import lagrange_bp as lbp
 
@@ -39,3 +42,45 @@ def shared(deep: str = "softplus") -> lbp.GraphSpec:
     f1 = g.layer(s, 3, deep, name="f", node="f1")
     f2 = g.layer(f1, 3, deep, name="f", share=True, node="f2")
     return g.output(g.layer(f2, 2, "softmax", name="out"), loss="cross_entropy")
+
+
+def torch_autograd(spec: lbp.GraphSpec, params: dict, X: np.ndarray, Y: np.ndarray) -> tuple:
+    """PyTorch: J (mean over rows of ℓ), ∂J/∂θ and ∂J/∂x_v for every layer and add node."""
+    torch = pytest.importorskip("torch")
+    acts = {
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "identity": lambda z: z,
+        "relu": torch.relu,
+        "softplus": torch.nn.functional.softplus,
+        "softmax": lambda z: torch.softmax(z, dim=1),
+    }
+    theta = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    Xt, Yt = torch.tensor(X), torch.tensor(Y)
+    x, start = {}, 0
+    for n in spec.nodes:
+        if n.op == "input":
+            x[n.name] = Xt[:, start : start + n.width]
+            start += n.width
+        elif n.op == "zeros":
+            x[n.name] = torch.zeros(len(X), n.width, dtype=torch.float64)
+        elif n.op == "add":
+            x[n.name] = sum(x[u] for u in n.inputs)
+        else:
+            z = theta[n.bias_name] + sum(
+                x[u] @ theta[w].T for w, u in zip(n.weight_names, n.inputs)
+            )
+            x[n.name] = acts[n.activation](z)
+        if n.op in ("layer", "add"):
+            x[n.name].retain_grad()
+    out = torch.cat([x[o] for o in spec.outputs], dim=1)
+    per_sample = (
+        -(Yt * torch.log(out)).sum(1)
+        if spec.loss == "cross_entropy"
+        else 0.5 * ((out - Yt) ** 2).sum(1)
+    )
+    J = per_sample.mean()
+    J.backward()
+    grads = {k: t.grad.numpy() for k, t in theta.items()}
+    dJdx = {v: t.grad.numpy() for v, t in x.items() if t.grad is not None}
+    return float(J.detach()), grads, dJdx, out.detach().numpy()

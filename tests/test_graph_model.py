@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from graph_cases import shared, three_consumers, two_skips
+from graph_cases import shared, three_consumers, torch_autograd, two_skips
 
 import lagrange_bp as lbp
 from lagrange_bp import checkpoint
@@ -51,54 +51,12 @@ def point(name: str, seed: int = 16) -> tuple:
     return spec, params, *data(spec, rng)
 
 
-def autograd(spec: lbp.GraphSpec, params: dict, X: np.ndarray, Y: np.ndarray) -> tuple:
-    """PyTorch: J (mean over rows of ℓ), ∂J/∂θ and ∂J/∂x_v for every layer and add node."""
-    torch = pytest.importorskip("torch")
-    acts = {
-        "tanh": torch.tanh,
-        "sigmoid": torch.sigmoid,
-        "identity": lambda z: z,
-        "relu": torch.relu,
-        "softplus": torch.nn.functional.softplus,
-        "softmax": lambda z: torch.softmax(z, dim=1),
-    }
-    theta = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    Xt, Yt = torch.tensor(X), torch.tensor(Y)
-    x, start = {}, 0
-    for n in spec.nodes:
-        if n.op == "input":
-            x[n.name] = Xt[:, start : start + n.width]
-            start += n.width
-        elif n.op == "zeros":
-            x[n.name] = torch.zeros(len(X), n.width, dtype=torch.float64)
-        elif n.op == "add":
-            x[n.name] = sum(x[u] for u in n.inputs)
-        else:
-            z = theta[n.bias_name] + sum(
-                x[u] @ theta[w].T for w, u in zip(n.weight_names, n.inputs)
-            )
-            x[n.name] = acts[n.activation](z)
-        if n.op in ("layer", "add"):
-            x[n.name].retain_grad()
-    out = torch.cat([x[o] for o in spec.outputs], dim=1)
-    per_sample = (
-        -(Yt * torch.log(out)).sum(1)
-        if spec.loss == "cross_entropy"
-        else 0.5 * ((out - Yt) ** 2).sum(1)
-    )
-    J = per_sample.mean()
-    J.backward()
-    grads = {k: t.grad.numpy() for k, t in theta.items()}
-    dJdx = {v: t.grad.numpy() for v, t in x.items() if t.grad is not None}
-    return float(J.detach()), grads, dJdx, out.detach().numpy()
-
-
 @pytest.mark.parametrize("name", list(SPECS))
 def test_kernels_match_torch_autograd(name: str) -> None:
     """Loss, forward, every gradient, λ_v = −∂J/∂x_v and one SGD step, rtol 1e-10."""
     spec, params, X, Y = point(name)
     model = lbp.compile(spec)
-    J_t, grads_t, dJdx, out_t = autograd(spec, params, X, Y)
+    J_t, grads_t, dJdx, out_t = torch_autograd(spec, params, X, Y)
     J, grads = model.loss_and_grad(params, X, Y)
     assert set(grads) == set(spec.param_shapes())
     np.testing.assert_allclose(J, J_t, rtol=1e-10)

@@ -6,19 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy as sp
-from graph_cases import shared, three_consumers, two_skips
+from graph_cases import shared, three_consumers, torch_autograd, two_skips
 
 import lagrange_bp as lbp
 
 torch = pytest.importorskip("torch")
 
-ACTS = {
-    "tanh": lambda z: torch.tanh(z),
-    "sigmoid": lambda z: torch.sigmoid(z),
-    "identity": lambda z: z,
-    "relu": lambda z: torch.relu(z),
-    "softmax": lambda z: torch.softmax(z, dim=1),
-}
 BATCH = 3
 
 
@@ -70,37 +63,6 @@ def derived(d: lbp.GraphDerivation, fns: list, params: dict, x: np.ndarray, y: n
     return env, grads
 
 
-def autograd(spec: lbp.GraphSpec, params: dict, X: np.ndarray, Y: np.ndarray) -> tuple:
-    """PyTorch: J = mean over the batch of ℓ, its gradients and ∂J/∂x_v for every node."""
-    theta = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
-    Xt, Yt = torch.tensor(X), torch.tensor(Y)
-    x, start = {}, 0
-    for n in spec.nodes:
-        if n.op == "input":
-            x[n.name] = Xt[:, start : start + n.width]
-            start += n.width
-        elif n.op == "zeros":
-            x[n.name] = torch.zeros(BATCH, n.width, dtype=torch.float64)
-        elif n.op == "add":
-            x[n.name] = sum(x[u] for u in n.inputs)
-        else:
-            z = theta[n.bias_name] + sum(
-                x[u] @ theta[w].T for w, u in zip(n.weight_names, n.inputs)
-            )
-            x[n.name] = ACTS[n.activation](z)
-        if n.op in ("layer", "add"):
-            x[n.name].retain_grad()
-    out = torch.cat([x[o] for o in spec.outputs], dim=1)
-    per_sample = (
-        -(Yt * torch.log(out)).sum(1)
-        if spec.loss == "cross_entropy"
-        else 0.5 * ((out - Yt) ** 2).sum(1)
-    )
-    per_sample.mean().backward()
-    grads = {k: t.grad.numpy() for k, t in theta.items()}
-    return grads, {v: t.grad.numpy() for v, t in x.items() if t.grad is not None}
-
-
 @pytest.mark.parametrize("name", list(SPECS))
 def test_derived_equations_match_torch_autograd(name: str) -> None:
     spec = SPECS[name]()
@@ -110,7 +72,7 @@ def test_derived_equations_match_torch_autograd(name: str) -> None:
     X, Y = data(spec, rng)
     fns = compiled(d)
     samples = [derived(d, fns, params, X[i], Y[i]) for i in range(BATCH)]
-    grads, dJdx = autograd(spec, params, X, Y)
+    _, grads, dJdx, _ = torch_autograd(spec, params, X, Y)
     for k in params:  # J is the mean: ∂J/∂θ = (1/B) Σ_i ∂L_i/∂θ
         ours = np.mean([[g[p] for p in d.params[k]] for _, g in samples], axis=0)
         np.testing.assert_allclose(ours, grads[k].ravel(), rtol=1e-10, atol=1e-13, err_msg=k)
