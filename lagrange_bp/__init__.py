@@ -8,8 +8,9 @@ from .functions import ACTIVATIONS, LOSSES
 from .generic import GenericDerivation
 from .generic import derive_generic as derive_general
 from .grading import Grade, grade
-from .graph import Graph, GraphSpec, graph_from_json, recurrent
+from .graph import Graph, GraphSpec, recurrent
 from .graph_general import verify_graph_general
+from .graph_json import graph_from_json
 from .graph_kkt import GraphDerivation
 from .graph_model import GraphModel
 from .kkt import Derivation, derive

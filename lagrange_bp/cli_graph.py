@@ -1,6 +1,6 @@
 """Graph options shared by the commands: ``--graph FILE`` and ``--recurrent``.
 
-``--graph FILE`` reads a graph saved as JSON (``GraphSpec.to_json``; the format of ``graph``'s
+``--graph FILE`` reads a graph saved as JSON (``GraphSpec.to_json``; the format of ``graph_json``'s
 docstring), size-limited and validated by ``graph_from_json``. ``--recurrent`` builds the Elman
 network ``recurrent(inputs, hidden, outputs, steps, activation, output_activation, loss,
 outputs_at)`` from ``--hidden N --steps T --outputs-at last|every``, ``--activations
@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .functions import get_loss
-from .graph import MAX_JSON_CHARS, GraphSpec, graph_from_json, recurrent
+from .graph import GraphSpec, recurrent
+from .graph_json import MAX_JSON_CHARS, graph_from_json
 from .safe_io import shown
 
 MAX_GRAPH_BYTES = 4 * MAX_JSON_CHARS  # UTF-8 takes at most 4 bytes a character

@@ -14,7 +14,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from .graph import GraphSpec, graph_from_json
+from .graph import GraphSpec
+from .graph_json import graph_from_json
 from .graph_model import check_graph_memory
 from .model import Params
 from .safe_io import read_member
