@@ -8,7 +8,7 @@ from .functions import ACTIVATIONS, LOSSES
 from .generic import GenericDerivation
 from .generic import derive_generic as derive_general
 from .grading import Grade, grade
-from .graph import Graph, GraphSpec, recurrent
+from .graph import Graph, GraphSpec, chain_graph, recurrent
 from .graph_general import verify_graph_general
 from .graph_json import graph_from_json
 from .graph_kkt import GraphDerivation
@@ -50,6 +50,7 @@ __all__ = [
     "Step",
     "TrainResult",
     "TrainingDiverged",
+    "chain_graph",
     "check_rule",
     "compile",
     "derive",
