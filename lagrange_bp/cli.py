@@ -77,8 +77,9 @@ def _add_network_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="ALPHA",
-        help="α ≥ 0: the objective gets (α/2) Σ_k ‖W^k‖² (biases are not decayed; default 0); "
-        "with --general any α > 0 derives the generic layer with a symbolic α",
+        help="α ≥ 0: the objective gets (α/2) Σ_k ‖W^k‖² (biases are not decayed; default 0, "
+        "or a --graph FILE's own α); with --general any α > 0 derives the generic layer with a "
+        "symbolic α",
     )
 
 
@@ -228,7 +229,6 @@ def _graph(args: argparse.Namespace, general: bool = False) -> tuple[GraphSpec, 
             ("--widths", args.widths is not None),
             ("--general", args.general and not general),
             ("--compiled", getattr(args, "compiled", False)),
-            ("--weight-decay", args.weight_decay is not None),
         )
         if given
     ]

@@ -13,6 +13,7 @@ at fault; the commands report it as bad input (one line, exit status 2).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -237,9 +238,21 @@ def recurrent_from_args(
     """The Elman network ``--recurrent`` asks for (arguments as for ``recurrent_kwargs``)."""
     kwargs = recurrent_kwargs(args, inputs, outputs, defaults=defaults, loss=loss)
     try:
-        return recurrent(**kwargs)
+        graph = recurrent(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"--recurrent: {exc}") from None
+    return with_weight_decay(graph, args)
+
+
+def with_weight_decay(graph: GraphSpec, args: argparse.Namespace) -> GraphSpec:
+    """The graph with ``--weight-decay α`` when given (it replaces a graph file's own α)."""
+    alpha = getattr(args, "weight_decay", None)
+    if alpha is None:
+        return graph
+    try:
+        return dataclasses.replace(graph, weight_decay=alpha)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--weight-decay: {exc}") from None
 
 
 def graph_from_args(
@@ -249,7 +262,7 @@ def graph_from_args(
     no recurrent option may be)."""
     check_graph_options(args)
     if getattr(args, "graph", None) is not None:
-        return read_graph(args.graph)
+        return with_weight_decay(read_graph(args.graph), args)
     if not getattr(args, "recurrent", False):
         return None
     return recurrent_from_args(args, inputs, outputs)

@@ -20,6 +20,7 @@ from .cli_graph import (
     recurrent_from_args,
     recurrent_steps,
     step_sizes,
+    with_weight_decay,
 )
 from .datasets import BUILTIN, Dataset, load, load_file
 from .functions import ACTIVATIONS, LOSSES, get_loss
@@ -85,9 +86,10 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument(
         "--weight-decay",
         type=float,
-        default=0.0,
+        default=None,
         metavar="ALPHA",
-        help="α ≥ 0: train on J + (α/2) Σ_k ‖W^k‖², derived and proven with it (default 0)",
+        help="α ≥ 0: train on J + (α/2) Σ_k ‖W^k‖², derived and proven with it (default 0; "
+        "with --graph FILE, the file's own α)",
     )
     p.add_argument("--epochs", type=int, default=30, help="passes over the data (default 30)")
     p.add_argument("--batch-size", type=int, default=32, help="rows per SGD step (default 32)")
@@ -202,7 +204,7 @@ def spec_for(args: argparse.Namespace, data: Dataset) -> NetworkSpec:
     )
     try:
         loss = args.loss if args.loss is not None else ("cross_entropy" if classify else "mse")
-        spec = NetworkSpec(widths, acts, loss, args.weight_decay)
+        spec = NetworkSpec(widths, acts, loss, args.weight_decay or 0.0)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
     check_fits(spec, data, "--widths")
@@ -258,13 +260,11 @@ def graph_arg(args: argparse.Namespace) -> GraphSpec | None:
     """The graph of --graph FILE (read as derive and verify read it), or None; refuses clashes."""
     try:
         check_graph_options(args)
-        graph = read_graph(args.graph) if args.graph else None
+        graph = with_weight_decay(read_graph(args.graph), args) if args.graph else None
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    if args.graph or args.recurrent:
-        for option, given in (("--widths", args.widths), ("--weight-decay", args.weight_decay)):
-            if given:
-                raise BadInput(f"{option} does not apply to --graph/--recurrent; drop it")
+    if (args.graph or args.recurrent) and args.widths:
+        raise BadInput("--widths does not apply to --graph/--recurrent; drop it")
     return graph
 
 

@@ -173,11 +173,13 @@ class KernelPrinter(Printer):
             return str(e.name)
         number, symbols = e.as_independent(*e.free_symbols, as_Add=False)
         top, bottom = symbols.as_numer_denom()
-        rest = "" if bottom == 1 else f"/{sp.sstr(bottom)}"
+        top_text = f"({sp.sstr(top)})" if top.is_Add else sp.sstr(top)
+        under = f"({sp.sstr(bottom)})" if bottom.is_Add or bottom.is_Mul else sp.sstr(bottom)
+        rest = "" if bottom == 1 else f"/{under}"
         if number == 1 or number == -1:
-            text = "1" if top == 1 else sp.sstr(top)
+            text = "1" if top == 1 else top_text
             return f"({'-' if number == -1 else ''}{text}{rest})"
-        text = "" if top == 1 else f"*{sp.sstr(top)}"
+        text = "" if top == 1 else f"*{top_text}"
         return f"({self.scalar(number)}{text}{rest})"
 
     # --- matrix nodes ----------------------------------------------------------------------

@@ -23,10 +23,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from .functions import ACTIVATIONS, get_activation, get_loss
-from .spec import MAX_EXACT_WEIGHTS, NetworkSpec, checked_loss, shown
+from .spec import (
+    MAX_EXACT_WEIGHTS,
+    NetworkSpec,
+    checked_loss,
+    checked_weight_decay,
+    exact_decay,
+    shown,
+)
 
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
 RESERVED = frozenset({"y"})  # the target's symbols are y[i]
@@ -143,10 +151,16 @@ class Graph:
         label = self._new_name(name if name is not None else f"zeros{self._count('zeros') + 1}")
         return self._push(NodeSpec(label, "zeros", _width(width, f"zeros {label!r} width")))
 
-    def output(self, nodes: Node | Sequence[Node], loss: str = "mse") -> GraphSpec:
-        """End the graph: ℓ = Σ_o ℓ(y_o, x_o) over the output nodes; the immutable spec."""
+    def output(
+        self, nodes: Node | Sequence[Node], loss: str = "mse", *, weight_decay: float = 0.0
+    ) -> GraphSpec:
+        """End the graph: ℓ = Σ_o ℓ(y_o, x_o) over the output nodes; the immutable spec.
+
+        ``weight_decay`` is α ≥ 0 of the objective's (α/2) Σ ‖W‖² over every weight matrix
+        (each shared set once; biases are not decayed).
+        """
         outs, key = self._check_output(nodes, loss)
-        return GraphSpec(tuple(self._nodes), outs, key)
+        return GraphSpec(tuple(self._nodes), outs, key, checked_weight_decay(weight_decay))
 
     # --- checks ---------------------------------------------------------------------------
 
@@ -294,6 +308,7 @@ class GraphSpec:
     nodes: tuple[NodeSpec, ...]
     outputs: tuple[str, ...]
     loss: str
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.nodes, tuple) or not all(
@@ -306,6 +321,7 @@ class GraphSpec:
         object.__setattr__(self, "nodes", tuple(graph._nodes))
         object.__setattr__(self, "outputs", outs)
         object.__setattr__(self, "loss", key)
+        object.__setattr__(self, "weight_decay", checked_weight_decay(self.weight_decay))
 
     def node(self, name: str) -> NodeSpec:
         """The node called ``name`` (``KeyError`` if none)."""
@@ -371,9 +387,9 @@ class GraphSpec:
         return total
 
     @property
-    def weight_decay(self) -> float:
-        """α of a weight decay term: graphs have none (0), as a spec without one."""
-        return 0.0
+    def decay(self) -> Fraction:
+        """α as the exact rational its decimal form reads (0.01 is 1/100), for exact proofs."""
+        return exact_decay(self.weight_decay)
 
     def describe(self) -> str:
         """One line: ``graph 4 → 3: h1 tanh 8, h2 tanh 8, out softmax 3; 1 add; cross_entropy``."""
@@ -387,7 +403,9 @@ class GraphSpec:
         adds = sum(1 for n in self.nodes if n.op == "add")
         extra = f"; {adds} add{'s' if adds != 1 else ''}" if adds else ""
         ins, outs = _widths(self.input_widths), _widths(self.output_widths)
-        return f"graph {ins} → {outs}: {', '.join(parts)}{extra}; {get_loss(self.loss).text}"
+        decay = f", weight decay {self.weight_decay!r}" if self.weight_decay else ""
+        loss = get_loss(self.loss).text
+        return f"graph {ins} → {outs}: {', '.join(parts)}{extra}; {loss}{decay}"
 
     def check_exact_size(self, max_weights: int | None = MAX_EXACT_WEIGHTS) -> None:
         """Raise ``ValueError`` when an exact derivation would be too large (``None``: no limit)."""
@@ -461,7 +479,7 @@ def chain_graph(spec: NetworkSpec) -> GraphSpec:
     node = g.inputs[0]
     for k, (n, act) in enumerate(zip(spec.widths[1:], spec.activations), start=1):
         node = g.layer(node, n, act, name=f"layer{k}")
-    return g.output(node, loss=spec.loss)
+    return g.output(node, loss=spec.loss, weight_decay=spec.weight_decay)
 
 
 def recurrent(
@@ -473,6 +491,7 @@ def recurrent(
     output_activation: str = "identity",
     loss: str = "mse",
     outputs_at: str = "last",
+    weight_decay: float = 0.0,
 ) -> GraphSpec:
     """The Elman network unrolled over ``steps``: h_t = σ(W_x x_t + W_h h_{t-1} + b), h_0 = 0.
 
@@ -480,7 +499,7 @@ def recurrent(
     one set shared by every step; the output o = σ_o(W h + b) ("out.W", "out.b") at the last
     step, or at every step (``outputs_at="every"``, shared, ℓ summed over steps). X is
     (B, steps·inputs) and Y (B, outputs) or (B, steps·outputs), time-major within a row.
-    Node names: x1..xT, h0 (the zeros), h1..hT, o_t.
+    Node names: x1..xT, h0 (the zeros), h1..hT, o_t. ``weight_decay``: as ``Graph.output``.
     """
     if outputs_at not in ("last", "every"):
         raise ValueError(f"outputs_at must be 'last' or 'every', got {outputs_at!r}")
@@ -495,4 +514,4 @@ def recurrent(
         if outputs_at == "every" or t == t_max:
             o = g.layer(h, outputs, output_activation, name="out", share=bool(outs), node=f"o{t}")
             outs.append(o)
-    return g.output(outs, loss=loss)
+    return g.output(outs, loss=loss, weight_decay=weight_decay)

@@ -46,12 +46,13 @@ from .generic import (
     collapse_range,
     derive_generic,
     is_zero,
+    normalize,
     output_index_form,
 )
 from .graph import Graph, GraphSpec, NodeSpec, recurrent
 from .graph_generic import N_V, NodeEquations, derive_node
 from .graph_kkt import GraphDerivation, derive_graph
-from .lagrangian import LOSS, GraphSymbols
+from .lagrangian import ALPHA, DECAY, LOSS, GraphSymbols
 from .matrices import BATCH, elementwise
 from .verify import Progress, Report, timed_step
 from .verify_general import check_loss_records, shown_expr, sized
@@ -348,7 +349,23 @@ def generic_graph_equations(
                     terms = out["adjoint"].setdefault(lam, {})
                     terms[n.name] = terms[n.name] + t if n.name in terms else t
         _parameter_shares(it, sym, out["gradient"])
+    if spec.weight_decay:
+        share, W = decay_share()
+        for first in spec.groups.values():
+            for name in first.weight_names:
+                m = sym.params[name]
+                entries = sp.Matrix(share.xreplace({W: sp.ImmutableMatrix(m)}).doit())
+                for p, t in zip(m, _like(entries, m, f"the weight decay's share of ∂L/∂{name}")):
+                    out["gradient"].setdefault(p, {})[DECAY] = t
     return out
+
+
+@cache
+def decay_share() -> tuple[sp.MatrixExpr, MatrixSymbol]:
+    """∂/∂W (α/2) Tr(WᵀW) = α W (SymPy's matrix calculus, symbolic sizes), and W: the weight
+    decay's share of a weight matrix's gradient, once per matrix however many uses it has."""
+    W = MatrixSymbol("W", N_V, sp.Symbol("n_u", integer=True, positive=True))
+    return normalize((ALPHA / 2 * Trace(W.T * W)).diff(W)), W
 
 
 def _parameter_shares(it: Instance, sym: GraphSymbols, into: dict) -> None:
@@ -382,6 +399,7 @@ def check_instance(
 
     def attempt() -> tuple[bool, str]:
         data = list(d.input) + list(d.target) + d.param_symbols()
+        data += [ALPHA] if spec.weight_decay else []  # α a random point too: every α
         point = {s: seed_value(rng.randrange(P)) for s in data}
         ev = Evaluator(point, Oracle(rng.randrange(2**64)))
         for eq in d.forward + d.adjoint:
@@ -502,7 +520,12 @@ def verify_graph_general(
         ),
         (
             "G4",
-            "the node-kind equations at concrete sizes equal derive(graph)'s, term by term",
+            "the node-kind equations at concrete sizes equal derive(graph)'s, term by term"
+            + (
+                " (with the weight decay's share ∂/∂W (α/2) Tr(WᵀW) = α W, once per matrix)"
+                if any(g.weight_decay for g in graphs)
+                else ""
+            ),
             "exact evaluation in GF(2^61-1) at a random KKT point per graph",
             lambda: check_instances(derivations, node_equations, total, seed),
         ),

@@ -10,6 +10,8 @@ An object with exactly these keys::
                {"name": "h0", "op": "zeros", "width": 8}],
      "outputs": ["out"], "loss": "cross_entropy"}
 
+and optionally ``"weight_decay": α`` (a number ≥ 0; written when α ≠ 0).
+
 ``params`` names the layer's parameter set; a later layer with the same ``params`` shares it.
 Nodes may read only inputs and earlier nodes. Unknown or missing keys, wrong types and
 duplicate keys are refused; the text is parsed by ``json.loads`` only, never evaluated, and
@@ -46,6 +48,8 @@ def to_json(spec: GraphSpec) -> str:
         "outputs": list(spec.outputs),
         "loss": spec.loss,
     }
+    if spec.weight_decay:
+        doc["weight_decay"] = spec.weight_decay
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
@@ -76,13 +80,14 @@ def graph_from_json(text: str) -> GraphSpec:
         raise ValueError(f"graph JSON does not parse: {exc}") from None
     except RecursionError:  # '[[[[…' deep enough to exhaust the parser's stack
         raise ValueError("graph JSON is nested too deeply") from None
-    _keys(doc, _KEYS["top"], "graph")
+    _keys(doc, _KEYS["top"], "graph", optional=frozenset({"weight_decay"}))
     if doc["format"] != FORMAT or type(doc["version"]) is not int or doc["version"] != 1:
         raise ValueError(f"graph JSON: format must be {FORMAT!r} and version 1")
     inputs = [_json_input(i, item) for i, item in enumerate(_list(doc["inputs"], "inputs"))]
     nodes = [_json_node(i, item) for i, item in enumerate(_list(doc["nodes"], "nodes"))]
     outputs = tuple(_string(o, "outputs[]") for o in _list(doc["outputs"], "outputs"))
-    return GraphSpec((*inputs, *nodes), outputs, _string(doc["loss"], "loss"))
+    alpha = doc.get("weight_decay", 0.0)
+    return GraphSpec((*inputs, *nodes), outputs, _string(doc["loss"], "loss"), alpha)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -94,10 +99,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _keys(item: object, keys: set[str], where: str) -> None:
+def _keys(item: object, keys: set[str], where: str, optional: frozenset[str] = frozenset()) -> None:
     if not isinstance(item, dict):
         raise TypeError(f"graph JSON: {where} must be an object, got {type(item).__name__}")
-    if set(item) != keys:
+    if set(item) - optional != keys:
+        keys = keys | (set(item) & optional)
         extra, missing = sorted(set(item) - keys), sorted(keys - set(item))
         raise ValueError(f"graph JSON: {where} has unknown keys {extra} / lacks keys {missing}")
 

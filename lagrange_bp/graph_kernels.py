@@ -98,6 +98,7 @@ class GraphAssembler:
     def __init__(self, spec: GraphSpec) -> None:
         self.spec = spec
         self.loss: Loss = get_loss(spec.loss)
+        self.alpha = sp.Rational(spec.decay.numerator, spec.decay.denominator)
         self.buffers = Buffers()
         self.names: dict[sp.Basic, str] = {}
         self.printer = GraphPrinter(self.names, self.buffers, {})
@@ -311,6 +312,13 @@ class GraphAssembler:
         self.names[D] = buf
         last, zero, single = uses[0] == v, isinstance(d, ZeroMatrix), len(uses) == 1
         readers = self._readers(name)
+        use = f" (use {v})" if not single else ""
+        if last and self.alpha and name.split(".")[1].startswith("W"):  # + α θ, once
+            decay = f"α {name}, α = {self.spec.weight_decay!r} (weight decay)"
+            if zero:  # no use contributes: the decay alone, no use's term
+                d, text, use, zero = self.alpha * theta, decay, "", False
+            else:
+                d, text = d + self.alpha * theta, f"{text} + {decay}"
         if mode == "update" and single and not zero:  # fused, as in the chain's kernels
             label = f"{name} ← {name} − η ∂L/∂{name}, ∂L/∂{name} = {text}"
             state.wait(
@@ -319,7 +327,6 @@ class GraphAssembler:
             return []
         out: list[Block | str] = []
         if not zero:
-            use = f" (use {v})" if not single else ""
             if buf in state.begun:
                 shape = self.printer.shape(d)
                 label = f"∂L/∂{name} += {text}{use}"
@@ -335,6 +342,19 @@ class GraphAssembler:
                 readers, lambda: self.block(label, var(name), (theta - ETA * D).doit(), (buf,))
             )
         return out
+
+    def decay_block(self) -> Block:
+        """J += (α/2) Σ ‖W‖² over every weight matrix, each shared set once (defined, not
+        derived; biases are not decayed)."""
+        shapes = {w: s for w, s in self.spec.param_shapes().items() if len(s) == 2}
+        W = [MatrixSymbol(w, *s) for w, s in shapes.items()]
+        half = self.printer.scalar(self.alpha / 2)
+        norms = " + ".join(f"np.vdot({var(w)}, {var(w)})" for w in shapes)
+        return Block(
+            f"J += (α/2) Σ ‖W‖², α = {self.spec.weight_decay!r} (biases are not decayed)",
+            [f"loss += {half} * ({norms})"],
+            self.alpha / 2 * sp.Add(*[sp.Trace(M.T * M) for M in W]),
+        )
 
     def _readers(self, name: str) -> set[str]:
         """The nodes whose Λ reads the weight ``name`` (W_j of a use: Λ_{u_j} = … + G W_j)."""
@@ -439,6 +459,8 @@ def build_graph_kernels(
     loss: list[Block | str] = [asm.loss_terms(spec.node(o)) for o in spec.outputs]
     total = " + ".join(f"np.add.reduce(f_{o}, axis=None)" for o in spec.outputs)
     loss.append(f"loss = ({total}) / B")
+    if spec.weight_decay:
+        loss.append(asm.decay_block())
     lams = "{" + ", ".join(f'"{v}": lam_{v}' for v in asm.eqs) + "}"
     grads = "{" + ", ".join(f'"{p}": d_{var(p)}' for p in spec.param_shapes()) + "}"
     outs = "[" + ", ".join(f"x_{o}" for o in spec.outputs) + "]"

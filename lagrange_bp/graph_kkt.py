@@ -101,7 +101,7 @@ def derive_graph(
     spec.check_exact_size(max_weights)
     start = time.perf_counter()
     sym = graph_symbols(spec)
-    kkt = solve(spec, sym, activations(spec, abstract))
+    kkt = solve(spec, sym, activations(spec, abstract), weight_decay=bool(spec.weight_decay))
     return GraphDerivation(
         spec=spec,
         abstract=abstract,

@@ -26,11 +26,15 @@ from .functions import get_activation, get_loss
 from .graph import NAME, GraphSpec, NodeSpec
 from .graph_bptt import BPTT, equations, read_bptt, recurrent_kwargs
 from .graph_kkt import GraphDerivation
-from .lagrangian import LOSS, Entry
+from .lagrangian import ALPHA, DECAY, LOSS, Entry
 from .render import dl_latex, markdown_escape
 from .safe_io import _ASCII_TABLE
 
 FORMATS = ("text", "latex", "json", "markdown")
+
+
+_DECAY_TEXT = " + (α/2) Σ ‖W‖²"  # over every weight matrix, each shared set once
+_DECAY_TEX = r" + \frac{\alpha}{2} \sum \lVert W \rVert^2"
 
 
 def _short(d: GraphDerivation, e: sp.Expr) -> sp.Expr:
@@ -63,7 +67,8 @@ def _lagrangian(d: GraphDerivation) -> list[str]:
     outs = ", ".join(spec.outputs)
     return [
         f"Lagrangian of the {spec.describe()}; one sample:",
-        f"  L = ℓ(y, ({outs})) + Σ_v λ^vᵀ (x_v − f_v),  ℓ = {get_loss(spec.loss).text} summed "
+        f"  L = ℓ(y, ({outs})){_DECAY_TEXT if spec.weight_decay else ''} + Σ_v λ^vᵀ (x_v − f_v),"
+        f"  ℓ = {get_loss(spec.loss).text} summed "
         "over the outputs, v over the layer and add nodes",
         f"    = {_short(d, d.lagrangian)}",
         "nodes, in topological order:",
@@ -230,7 +235,7 @@ class GraphLatexPrinter(LatexPrinter):
     """SymPy's LaTeX with the graph's entries named as ``entry_latex`` writes them."""
 
     def _print(self, expr: Any, **kwargs: Any) -> str:
-        if isinstance(expr, Entry):
+        if isinstance(expr, Entry) and expr != ALPHA:
             return entry_latex(expr.name)
         return str(super()._print(expr, **kwargs))
 
@@ -250,6 +255,8 @@ def _latex_sum(d: GraphDerivation, terms: dict[str, sp.Expr], total: sp.Expr) ->
 
 
 def _origin_tex(origin: str) -> str:
+    if origin == DECAY:
+        return r"\text{weight decay}"
     return r"\ell" if origin == LOSS else tex_name(origin)
 
 
@@ -348,7 +355,8 @@ def _lagrangian_tex(d: GraphDerivation) -> list[str]:
     loss = get_loss(spec.loss)
     return [
         rf"&\text{{graph: }} {tex_text(_ascii(spec.describe()))}",
-        rf"\mathcal{{L}} &= \ell + \sum_v \lambda^{{(v)\top}} \left(x^{{(v)}} - f_v\right), "
+        rf"\mathcal{{L}} &= \ell{_DECAY_TEX if spec.weight_decay else ''} "
+        rf"+ \sum_v \lambda^{{(v)\top}} \left(x^{{(v)}} - f_v\right), "
         rf"\quad \ell = {loss.latex} \text{{ over the outputs }} {_names_tex(spec.outputs)}",
         rf"&= {latex_of(d, d.lagrangian)}",
     ]

@@ -20,7 +20,7 @@ from .functions import get_activation, get_loss
 from .graph import GraphSpec
 from .graph_kkt import GraphDerivation, activations, derive_graph
 from .kkt import Derivation, partials
-from .lagrangian import node_function, node_preactivation
+from .lagrangian import ALPHA, node_function, node_preactivation
 from .spec import MAX_EXACT_WEIGHTS
 from .verify import (
     Progress,
@@ -71,8 +71,9 @@ def _chain_rule_side(
     oracle: Oracle,
     direction: dict[sp.Symbol, int] | None = None,
 ) -> tuple[list[int], int]:
-    """∂J/∂θ by dual numbers through J(θ) = ℓ(y, outputs(θ)), the graph evaluated node by
-    node from the spec: every partial (one tangent per parameter symbol), or dJ(θ + t v)/dt."""
+    """∂J/∂θ by dual numbers through J(θ) = ℓ(y, outputs(θ)) [+ (α/2) Σ ‖W‖²], the graph
+    evaluated node by node from the spec: every partial (one tangent per parameter symbol), or
+    dJ(θ + t v)/dt."""
     params = d.param_symbols()
     dims = 1 if direction is not None else len(params)
     env = seeded(point, params, direction)
@@ -97,6 +98,10 @@ def _chain_rule_side(
     u = sp.symbols(f"u1:{len(outs) + 1}", real=True)
     head = Evaluator(dict(zip(u, outs)) | {s: env[s] for s in d.target}, oracle, dims)
     loss = head(get_loss(d.spec.loss).apply(u, list(d.target)))
+    if d.spec.weight_decay:  # + (α/2) Σ ‖W‖², each shared matrix once
+        weights = [w for first in d.spec.groups.values() for w in first.weight_names]
+        penalty = sp.Add(*[w**2 for name in weights for w in d.params[name]])
+        loss = ev._add(loss, ev(ALPHA / 2 * penalty))
     return loss.t or [0] * dims, max(max_deg, head.max_deg, ev.max_deg)
 
 
@@ -159,6 +164,9 @@ def _abstract_checks(d: GraphDerivation, trials: int, seed: int) -> tuple[bool, 
     return ok, "\n".join([*details, detail])
 
 
+_DECAY_CLAIM = " + (α/2) Σ ‖W‖², for every α"
+
+
 def verify_graph(
     spec: GraphSpec,
     *,
@@ -209,8 +217,9 @@ def verify_graph(
         ),
         timed_step(
             "c",
-            "at the KKT point ∂L/∂θ = ∂J/∂θ (chain rule through J(θ) = ℓ(y, outputs(θ))) for "
-            "every parameter, a shared one summed over its uses",
+            "at the KKT point ∂L/∂θ = ∂J/∂θ (chain rule through J(θ) = ℓ(y, outputs(θ))"
+            f"{_DECAY_CLAIM if spec.weight_decay else ''}) for every parameter, a shared one "
+            "summed over its uses",
             rand + ", reference: exact forward-mode dual numbers through the graph",
             lambda: check_gradients(concrete, trials, seed),
             progress,

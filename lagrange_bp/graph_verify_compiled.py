@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import sympy as sp
 
 from .exact_numpy import ExactScalar, FieldArray, namespace, random_array, summed
-from .field import FRESH, Deg, Oracle, P
+from .field import FRESH, Deg, Oracle, P, number
 from .functions import get_activation, get_loss
 from .graph_model import GraphModel
 from .verify import Progress, Report
@@ -44,7 +45,8 @@ class GraphReference(Reference):
     def __init__(self, model: GraphModel, oracle: Oracle) -> None:
         self.gspec, self.oracle = model.spec, oracle
         self.loss = get_loss(model.spec.loss)
-        self.alpha = 0  # graphs have no weight decay
+        self.alpha = number(sp.Rational(model.spec.decay.numerator, model.spec.decay.denominator))
+        self.weights = [w for s in model.spec.groups.values() for w in s.weight_names]
         self.max_deg = 0
 
     def run_graph(self, params: Arrays, xs: list[FieldArray], ys: list[FieldArray]) -> None:
@@ -79,6 +81,10 @@ class GraphReference(Reference):
             self.out_dfdx[o] = self.loss_derivative(x, y)
             total += self.loss_terms(act, x, self.z.get(o, x), y)
         self.J = total * pow(BATCH_SIZE, P - 2, P) % P
+        half = self.alpha * pow(2, P - 2, P)  # + (α/2) Σ ‖W‖², each shared matrix once
+        self.J = (
+            self.J + half * sum(dot_p(self.theta[w], self.theta[w]) for w in self.weights)
+        ) % P
 
     def tangent(self, state: str | None = None, U: Any = None, param: str | None = None) -> int:
         """dJ/dt with x_state + t U (x_state free) or θ_param + t U, pushed forward."""
@@ -93,7 +99,8 @@ class GraphReference(Reference):
             else:
                 t[n.name] = self._layer_tangent(n, t, param, U)
         total = sum(dot_p(self.out_dfdx[o], t[o]) for o in self.gspec.outputs)
-        return total * pow(BATCH_SIZE, P - 2, P) % P
+        decay = self.alpha * dot_p(self.theta[param], U) if param in self.weights else 0
+        return (total * pow(BATCH_SIZE, P - 2, P) + decay) % P
 
     def _layer_tangent(self, n: Any, t: dict[str, np.ndarray], param: str | None, V: Any) -> Any:
         tz = np.zeros((BATCH_SIZE, n.width), dtype=object)

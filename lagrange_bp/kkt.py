@@ -306,7 +306,7 @@ def derive(
     graph = chain_graph(spec)
     acts = layer_activations(spec, abstract)
     by_set = dict(zip(graph.groups, acts.values()))  # σ_k of the chain's k-th layer
-    kkt = solve(graph, chain_symbols(graph, sym), by_set, weight_decay=bool(spec.weight_decay))
+    kkt = solve(graph, chain_symbols(graph, sym), by_set, weight_decay=bool(graph.weight_decay))
     n = spec.depth
     return Derivation(
         spec=spec,

@@ -36,10 +36,7 @@ class Symbols:
     y: sp.Matrix
 
 
-_GREEK = {"λ": r"\lambda"}
-
-#: the weight decay α of the objective's (α/2) Σ_k ‖W^k‖²
-ALPHA = sp.Symbol("α", nonnegative=True)
+_GREEK = {"λ": r"\lambda", "α": r"\alpha"}
 
 
 class Entry(sp.Symbol):
@@ -57,6 +54,10 @@ class Entry(sp.Symbol):
         base, _, layer = base.partition("^")
         tex = _GREEK.get(base, base) + (f"^{{({layer})}}" if layer else "")
         return f"{tex}_{{{rest.rstrip(']')}}}" if rest else tex
+
+
+#: the weight decay α of the objective's (α/2) Σ_k ‖W^k‖² (LaTeX \alpha)
+ALPHA = Entry("α", nonnegative=True)
 
 
 def _vector(name: str, n: int) -> sp.Matrix:
@@ -112,7 +113,7 @@ def decay(spec: NetworkSpec, sym: Symbols) -> list[sp.Expr]:
 
 
 LOSS = "ℓ"  # the origin of the loss's piece of L (never a node name: those are ASCII)
-DECAY = "α"  # the origin of the weight decay's piece
+DECAY = "weight decay"  # the origin of the weight decay's piece (node names have no spaces)
 
 
 @dataclass

@@ -49,12 +49,12 @@ class NetworkSpec:
         n_layers = len(self.widths) - 1
         object.__setattr__(self, "activations", _check_activations(activations, n_layers))
         object.__setattr__(self, "loss", checked_loss(loss, self.activations))
-        object.__setattr__(self, "weight_decay", _check_weight_decay(weight_decay))
+        object.__setattr__(self, "weight_decay", checked_weight_decay(weight_decay))
 
     @property
     def decay(self) -> Fraction:
         """α as the exact rational its decimal form reads (0.01 is 1/100), for exact proofs."""
-        return Fraction(repr(self.weight_decay))
+        return exact_decay(self.weight_decay)
 
     @property
     def depth(self) -> int:
@@ -172,13 +172,19 @@ def checked_loss(loss: object, activations: tuple[str, ...]) -> str:
     return record.key
 
 
-def _check_weight_decay(alpha: object) -> float:
+def checked_weight_decay(alpha: object) -> float:
+    """α as a float, or a clear error unless it is a finite number ≥ 0."""
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise TypeError(f"weight_decay must be a number α ≥ 0, got {type(alpha).__name__}")
     alpha = float(alpha)
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"weight_decay must be a finite number α ≥ 0, got {alpha!r}")
     return alpha
+
+
+def exact_decay(alpha: float) -> Fraction:
+    """α as the exact rational its decimal form reads (0.01 is 1/100)."""
+    return Fraction(repr(alpha))
 
 
 def shown(name: str) -> str:
