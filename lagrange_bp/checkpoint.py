@@ -31,7 +31,7 @@ class CheckpointError(ValueError):
     """A model file that cannot be used: missing, truncated, altered, or for another network."""
 
 
-def _digest(meta: str, params: Params, extra: list[np.ndarray] | None = None) -> str:
+def digest(meta: str, params: Params, extra: list[np.ndarray] | None = None) -> str:
     h = hashlib.sha256(meta.encode())
     for a in [a for pair in params for a in pair] + list(extra or []):
         h.update(str(a.dtype).encode() + str(a.shape).encode())
@@ -39,7 +39,7 @@ def _digest(meta: str, params: Params, extra: list[np.ndarray] | None = None) ->
     return h.hexdigest()
 
 
-def _slot_arrays(state: dict[str, Any] | None) -> dict[str, np.ndarray]:
+def slot_arrays(state: dict[str, Any] | None) -> dict[str, np.ndarray]:
     """The optimizer's slot arrays of a training ``state`` as named members, in a fixed order."""
     if not state:
         return {}
@@ -76,16 +76,16 @@ def save(
             "loss": spec.loss,
             "weight_decay": spec.weight_decay,
             "info": info or {},
-            "state": _state_meta(state),
+            "state": state_meta(state),
         },
         sort_keys=True,
     )
-    slots = _slot_arrays(state)
+    slots = slot_arrays(state)
     arrays = {f"W{k}": W for k, (W, _) in enumerate(params, start=1)}
     arrays |= {f"b{k}": b for k, (_, b) in enumerate(params, start=1)}
     arrays |= slots
     arrays["meta"] = np.array(meta)
-    arrays["sha256"] = np.array(_digest(meta, params, list(slots.values())))
+    arrays["sha256"] = np.array(digest(meta, params, list(slots.values())))
     return write_atomic(path, arrays)
 
 
@@ -140,8 +140,8 @@ def load(path: str | Path) -> tuple[NetworkSpec | GraphSpec, Any, dict[str, Any]
                 W = read_member(z, f"W{k}", what, 8 * n_out * n_in)
                 b = read_member(z, f"b{k}", what, 8 * n_out)
                 params.append((W, b))
-            slots = _read_slots(z, meta.get("state"), params, what)
-            digest = str(read_member(z, "sha256", what, 1024)[()])
+            slots = read_slots(z, meta.get("state"), params, what)
+            stored = str(read_member(z, "sha256", what, 1024)[()])
     except CheckpointError:
         raise
     except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
@@ -149,7 +149,7 @@ def load(path: str | Path) -> tuple[NetworkSpec | GraphSpec, Any, dict[str, Any]
     if not isinstance(meta.get("info", {}), dict):
         raise CheckpointError(f"{what} is not a valid lagrange_bp checkpoint")
     try:
-        same = _digest(meta_text, params, [a for _, a in slots]) == digest
+        same = digest(meta_text, params, [a for _, a in slots]) == stored
     except (TypeError, ValueError):
         same = False
     if not same:
@@ -186,7 +186,7 @@ def training_info(meta: dict[str, Any], slots: list[tuple[str, np.ndarray]]) -> 
     return info
 
 
-def _state_meta(state: dict[str, Any] | None) -> dict[str, Any] | None:
+def state_meta(state: dict[str, Any] | None) -> dict[str, Any] | None:
     """The JSON part of a training state: epoch, generator state, optimizer settings."""
     if not state:
         return None
@@ -195,7 +195,7 @@ def _state_meta(state: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"epoch": state["epoch"], "rng": state["rng"], "optimizer": optimizer}
 
 
-def _read_slots(
+def read_slots(
     z: Any, state: dict[str, Any] | None, params: Params, what: str
 ) -> list[tuple[str, np.ndarray]]:
     """The optimizer's slot arrays a state names: one per W^k, b^k, each of its shape."""

@@ -172,7 +172,7 @@ def derivation_markdown(d: Derivation) -> str:
 def derivation_latex(d: Derivation) -> str:
     from .render import render
 
-    return _displays(render(d, "latex"))
+    return displays(render(d, "latex"))
 
 
 def general_repr(g: GenericDerivation) -> str:
@@ -188,10 +188,10 @@ def general_markdown(g: GenericDerivation) -> str:
 def general_latex(g: GenericDerivation) -> str:
     from .render_generic import render_generic
 
-    return _displays(render_generic("latex", g))
+    return displays(render_generic("latex", g))
 
 
-def _displays(latex: str) -> str:
+def displays(latex: str) -> str:
     """``align*`` blocks (with % comments) as ``$$`` displays, which MathJax renders."""
     out = []
     for line in latex.splitlines():

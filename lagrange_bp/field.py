@@ -131,9 +131,9 @@ class Evaluator:
         if e.is_Rational:
             return Value(number(e), CONST)
         if e.is_Add:
-            return _fold(self, e.args, self._add)
+            return _fold(self, e.args, self.add)
         if e.is_Mul:
-            return _fold(self, e.args, self._mul)
+            return _fold(self, e.args, self.mul)
         if e.is_Pow and e.exp.is_Integer:
             return self._pow(self(e.base), int(e.exp))
         if e.is_Pow or e.is_NumberSymbol:  # u**a (a not an integer), π, e: uninterpreted
@@ -142,11 +142,11 @@ class Evaluator:
             return self._apply(e)
         raise TypeError(f"cannot evaluate {type(e).__name__} exactly: {e}")
 
-    def _add(self, a: Value, b: Value) -> Value:
+    def add(self, a: Value, b: Value) -> Value:
         t = _lin(a.t, 1, b.t, 1)
         return Value((a.v + b.v) % P, a.deg + b.deg, t, a.tdeg + b.tdeg)
 
-    def _mul(self, a: Value, b: Value) -> Value:
+    def mul(self, a: Value, b: Value) -> Value:
         t = _lin(a.t, b.v, b.t, a.v)
         return Value(a.v * b.v % P, a.deg * b.deg, t, (a.deg * b.tdeg) + (b.deg * a.tdeg))
 
@@ -161,7 +161,7 @@ class Evaluator:
             n = -n
         out = Value(1, CONST)
         for _ in range(n):
-            out = self._mul(out, a)
+            out = self.mul(out, a)
         return out
 
     def _apply(self, e: sp.Basic) -> Value:

@@ -134,10 +134,11 @@ class GenericDerivation:
     bias_gradient: sp.Eq  # ∂L/∂b^k = −G^k 1
     vjp: sp.Eq  # G^k = σ'_k(Z^k) ⊙ Λ^k, σ abstract and elementwise
     output_adjoint: sp.Eq  # Λ^N = −(1/B) ∂ℓ/∂x (X^N, Y), ℓ abstract
-    raw: dict[str, sp.Expr] = field(default_factory=dict)  # derived before naming G
+    raw: dict[str, sp.Expr] = field(default_factory=dict)  # with G^k written out again
     output_index: dict[str, sp.Expr] = field(default_factory=dict)
     softmax_index: dict[str, sp.Expr] = field(default_factory=dict)
-    #: ∂L/∂v as derived, before it is set to 0 and solved: v = Λ^k, X^k (k < N), X^N
+    #: ∂L/∂v before it is set to 0 and solved: v = Λ^k, X^k (k < N; the node's own Λ^k minus
+    #: its consumer's share, both from ``derive_node``), X^N (index form)
     stationarity: dict[str, sp.Basic] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -215,7 +216,8 @@ def derive_generic(weight_decay: bool = False) -> GenericDerivation:
     def k_next(e: sp.Basic) -> sp.Basic:
         return e.xreplace(at_next).replace(SIGMA_K, SIGMA_NEXT)
 
-    assert node.vjp is not None and node.bias_gradient is not None
+    if node.vjp is None or node.bias_gradient is None:
+        raise ArithmeticError("the layer node kind has no G or no ∂L/∂b")
     L = Trace(k(node.term).arg + k_next(node.term).arg)
     penalty = ALPHA / 2 * Trace(s.W.T * s.W) if weight_decay else sp.S.Zero
     H, H_next = k(node.vjp), k_next(node.vjp)

@@ -33,7 +33,7 @@ from .spec import (
     checked_loss,
     checked_weight_decay,
     exact_decay,
-    shown,
+    shown_name,
 )
 
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
@@ -250,7 +250,7 @@ def _name(label: object, what: str) -> str:
         raise TypeError(f"{what} must be a string, got {type(label).__name__}")
     if not NAME.fullmatch(label) or label in RESERVED:
         raise ValueError(
-            f"{what} {shown(label)} is not accepted: a letter, then letters, digits or _ "
+            f"{what} {shown_name(label)} is not accepted: a letter, then letters, digits or _ "
             f"(at most 40), and not {', '.join(sorted(RESERVED))}"
         )
     return label
@@ -272,7 +272,7 @@ def _activation(name: object, group: str) -> str:
     except ValueError as exc:
         if name.strip().isidentifier():
             raise ValueError(
-                f"unknown activation {shown(name)} for layer {group!r}; known: "
+                f"unknown activation {shown_name(name)} for layer {group!r}; known: "
                 f"{', '.join(ACTIVATIONS)}, or an expression in z such as 'z*tanh(softplus(z))'"
             ) from None
         raise ValueError(f"layer {group!r}: {exc}") from None
@@ -419,7 +419,7 @@ class GraphSpec:
             )
 
     def to_json(self) -> str:
-        """The graph in the JSON format of the module docstring."""
+        """The graph in the JSON format of ``graph_json``."""
         from .graph_json import to_json
 
         return to_json(self)

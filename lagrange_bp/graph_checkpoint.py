@@ -33,7 +33,7 @@ def graph_meta(
     state: dict[str, Any] | None,
 ) -> tuple[str, dict[str, np.ndarray]]:  # fmt: skip
     """The metadata text and the parameter members of a graph's model file."""
-    from .checkpoint import CheckpointError, _state_meta
+    from .checkpoint import CheckpointError, state_meta
 
     shapes = spec.param_shapes()
     if not isinstance(params, dict) or set(params) != set(shapes):
@@ -46,7 +46,7 @@ def graph_meta(
             "format": FORMAT,
             "graph": spec.to_json(),
             "info": info or {},
-            "state": _state_meta(state),
+            "state": state_meta(state),
         },
         sort_keys=True,
     )
@@ -58,14 +58,14 @@ def save_graph(
     info: dict[str, Any] | None = None, state: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """Write a graph's parameters (and JSON-able ``info``, a training ``state``) atomically."""
-    from .checkpoint import _digest, _slot_arrays, write_atomic
+    from .checkpoint import digest, slot_arrays, write_atomic
 
     meta, arrays = graph_meta(spec, params, info, state)
     ordered = {k: params[k] for k in spec.param_shapes()}
-    slots = _slot_arrays(state)
+    slots = slot_arrays(state)
     arrays |= slots
     arrays["meta"] = np.array(meta)
-    arrays["sha256"] = np.array(_digest(meta, _groups(ordered), list(slots.values())))
+    arrays["sha256"] = np.array(digest(meta, _groups(ordered), list(slots.values())))
     return write_atomic(Path(path), arrays)
 
 
@@ -73,7 +73,7 @@ def load_graph(
     z: Any, meta_text: str, meta: dict[str, Any], what: str
 ) -> tuple[GraphSpec, dict[str, np.ndarray], dict[str, Any]]:
     """(spec, params, info) of an open graph model file whose metadata is read."""
-    from .checkpoint import CheckpointError, _digest, _read_slots, training_info
+    from .checkpoint import CheckpointError, digest, read_slots, training_info
 
     spec = graph_from_json(meta["graph"])
     check_graph_memory(spec, 1)
@@ -83,9 +83,9 @@ def load_graph(
         if a.shape != shape or a.dtype.kind != "f" or not np.isfinite(a).all():
             raise CheckpointError(f"{what} does not match its own graph: {name} {a.shape}")
         params[name] = a
-    slots = _read_slots(z, meta.get("state"), _groups(params), what)
-    digest = str(read_member(z, "sha256", what, 1024)[()])
-    if _digest(meta_text, _groups(params), [a for _, a in slots]) != digest:
+    slots = read_slots(z, meta.get("state"), _groups(params), what)
+    stored = str(read_member(z, "sha256", what, 1024)[()])
+    if digest(meta_text, _groups(params), [a for _, a in slots]) != stored:
         raise CheckpointError(
             f"{what} was altered or corrupted: its checksum does not match its contents"
         )

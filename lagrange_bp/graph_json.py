@@ -24,7 +24,7 @@ import json
 from typing import Any
 
 from .graph import GraphSpec, NodeSpec
-from .spec import shown
+from .spec import shown_name
 
 FORMAT = "lagrange_bp.graph"
 MAX_JSON_CHARS = 1_000_000
@@ -94,7 +94,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise ValueError(f"graph JSON: key {shown(k)} appears twice in one object")
+            raise ValueError(f"graph JSON: key {shown_name(k)} appears twice in one object")
         out[k] = v
     return out
 

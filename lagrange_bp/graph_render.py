@@ -28,7 +28,7 @@ from .graph_bptt import BPTT, equations, read_bptt, recurrent_kwargs
 from .graph_kkt import GraphDerivation
 from .lagrangian import ALPHA, DECAY, LOSS, Entry
 from .render import dl_latex, markdown_escape
-from .safe_io import _ASCII_TABLE
+from .safe_io import ASCII_TABLE
 
 FORMATS = ("text", "latex", "json", "markdown")
 
@@ -289,7 +289,7 @@ def node_latex(spec: GraphSpec, n: NodeSpec) -> str:
 
 def _ascii(text: str) -> str:
     """A title for a LaTeX comment: the notation in ASCII, one line, no control characters."""
-    plain = text.translate(_ASCII_TABLE).replace("→", "->")
+    plain = text.translate(ASCII_TABLE).replace("→", "->")
     return "".join(c if c.isprintable() and c.isascii() else "?" for c in plain)
 
 
@@ -490,9 +490,9 @@ class GraphPart:
         return _markdown_blocks(self._listed())
 
     def _repr_latex_(self) -> str:
-        from .display import _displays
+        from .display import displays
 
-        return _displays(_latex_blocks(self._listed()))
+        return displays(_latex_blocks(self._listed()))
 
 
 def part(d: GraphDerivation, name: str) -> GraphPart:
@@ -524,6 +524,6 @@ def render(d: GraphDerivation, fmt: str = "text") -> str:
 
 def graph_display_latex(d: GraphDerivation) -> str:
     """The LaTeX blocks as $$ displays (Jupyter's ``_repr_latex_``)."""
-    from .display import _displays
+    from .display import displays
 
-    return _displays(to_latex(d))
+    return displays(to_latex(d))

@@ -101,14 +101,14 @@ def _chain_rule_side(
     if d.spec.weight_decay:  # + (α/2) Σ ‖W‖², each shared matrix once
         weights = [w for first in d.spec.groups.values() for w in first.weight_names]
         penalty = sp.Add(*[w**2 for name in weights for w in d.params[name]])
-        loss = ev._add(loss, ev(ALPHA / 2 * penalty))
+        loss = ev.add(loss, ev(ALPHA / 2 * penalty))
     return loss.t or [0] * dims, max(max_deg, head.max_deg, ev.max_deg)
 
 
 def _sum(ev: Evaluator, values: list[Value]) -> Value:
     acc = values[0]
     for v in values[1:]:
-        acc = ev._add(acc, v)
+        acc = ev.add(acc, v)
     return acc
 
 

@@ -120,7 +120,7 @@ def partials(L: sp.Expr) -> Callable[[sp.Symbol], sp.Expr]:
     return lambda v: sp.Add(*[terms[i].diff(v) for i in where.get(v, [])])
 
 
-class Chain:
+class ChainRule:
     """∂L/∂s for any symbol s as its terms by origin, by the chain rule through z."""
 
     def __init__(
@@ -135,13 +135,14 @@ class Chain:
         self.d = {o: partials(sp.Add(*terms)) for o, terms in by_origin.items()}
         self.has = {o: set().union(*(t.free_symbols for t in ts)) for o, ts in by_origin.items()}
         self.definition: dict[sp.Symbol, sp.Expr] = {}
-        self.through: dict[sp.Symbol, list[str]] = defaultdict(list)  # s → layers whose z has s
+        #: s → layer → the entries z^v_i whose definition has s (∂z^v_i/∂s ≠ 0)
+        self.through: dict[sp.Symbol, dict[str, list[sp.Symbol]]] = defaultdict(dict)
         for n in spec.nodes:
             if n.op == "layer":
-                self.definition |= dict(zip(sym.z[n.name], node_preactivation(sym, n)))
-                for s in set().union(*(e.free_symbols for e in node_preactivation(sym, n))):
-                    self.through[s].append(n.name)
-        self.z = sym.z
+                for zi, e in zip(sym.z[n.name], node_preactivation(sym, n)):
+                    self.definition[zi] = e
+                    for s in e.free_symbols:
+                        self.through[s].setdefault(n.name, []).append(zi)
         self.dz = {z: partials(e) for z, e in self.definition.items()}
         self.dLdz: dict[sp.Symbol, sp.Expr] = {}
         self.states = {  # σ(z^v)_i → x_v[i]; the identity's σ(z) = z has nothing to write
@@ -157,8 +158,8 @@ class Chain:
         out: dict[str, sp.Expr] = {}
         for o in self.origins:
             parts = [self.d[o](s)] if s in self.has[o] else []
-            if s in self.through and o in self.through[s]:
-                parts += [self._dLdz(z) * self.dz[z](s) for z in self.z[o]]
+            zs = self.through[s].get(o, ()) if s in self.through else ()
+            parts += [self._dLdz(z) * self.dz[z](s) for z in zs]
             term = sp.Add(*parts)
             if term != 0:
                 out[o] = term
@@ -199,7 +200,7 @@ def solve(
 ) -> KKT:
     """Derive and solve ∂L/∂λ = 0, ∂L/∂x = 0 and ∂L/∂θ for the graph in the symbols ``sym``
     with σ per parameter set ``acts`` (see the module docstring)."""
-    chain = Chain(spec, sym, acts, weight_decay)
+    chain = ChainRule(spec, sym, acts, weight_decay)
     stationarity: dict[sp.Symbol, sp.Expr] = {}
     preacts, forward = _forward(spec, sym, chain, stationarity)
     adjoint, adjoint_terms = _adjoint(spec, sym, chain, stationarity)
@@ -219,7 +220,7 @@ def solve(
 
 
 def _forward(
-    spec: GraphSpec, sym: GraphSymbols, chain: Chain, stationarity: dict[sp.Symbol, sp.Expr]
+    spec: GraphSpec, sym: GraphSymbols, chain: ChainRule, stationarity: dict[sp.Symbol, sp.Expr]
 ) -> tuple[list[sp.Eq], list[sp.Eq]]:
     """∂L/∂λ^v = 0 → x_v, in topological order; and the pre-activations for display."""
     preacts: list[sp.Eq] = []
@@ -237,7 +238,7 @@ def _forward(
 
 
 def _adjoint(
-    spec: GraphSpec, sym: GraphSymbols, chain: Chain, stationarity: dict[sp.Symbol, sp.Expr]
+    spec: GraphSpec, sym: GraphSymbols, chain: ChainRule, stationarity: dict[sp.Symbol, sp.Expr]
 ) -> tuple[list[sp.Eq], dict[sp.Symbol, dict[str, sp.Expr]]]:
     """∂L/∂x_v = 0 → λ^v, in reverse topological order (each λ^v only in later λ)."""
     adjoint: list[sp.Eq] = []
@@ -260,7 +261,7 @@ def _adjoint(
 
 
 def _gradients(
-    sym: GraphSymbols, chain: Chain, stationarity: dict[sp.Symbol, sp.Expr]
+    sym: GraphSymbols, chain: ChainRule, stationarity: dict[sp.Symbol, sp.Expr]
 ) -> tuple[dict[sp.Symbol, sp.Expr], dict[sp.Symbol, dict[str, sp.Expr]]]:
     """∂L/∂θ for every parameter entry, as a sum over the layers that use it."""
     gradients: dict[sp.Symbol, sp.Expr] = {}

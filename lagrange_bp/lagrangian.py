@@ -98,6 +98,10 @@ def layer_activations(spec: NetworkSpec, abstract: bool = False) -> dict[int, Ac
     return {k: get_activation(a) for k, a in enumerate(spec.activations, start=1)}
 
 
+# ``preactivation`` and ``decay`` serve the proof's chain-rule side (``verify``), which builds J
+# apart from the engine's pieces below, so that the two sides of the proof stay independent.
+
+
 def preactivation(sym: Symbols, k: int) -> list[sp.Expr]:
     """z^k = W^k x^{k-1} + b^k, entry by entry."""
     W, x, b = sym.W[k], sym.x[k - 1], sym.b[k]
@@ -151,8 +155,17 @@ def graph_symbols(spec: GraphSpec) -> GraphSymbols:
 
 
 def chain_symbols(graph: GraphSpec, sym: Symbols) -> GraphSymbols:
-    """The chain's symbols (x^k, λ^k, W^k, b^k) keyed by the nodes of ``chain_graph``."""
+    """The chain's symbols (x^k, λ^k, W^k, b^k) keyed by the nodes of ``chain_graph``; a
+    ``ValueError`` unless ``graph`` is that chain at the widths of ``sym``."""
     layers = [n for n in graph.nodes if n.op == "layer"]
+    order = [graph.input_names[0], *(n.name for n in layers)]
+    widths = tuple(sym.x[k].rows for k in range(len(sym.x)))
+    if (
+        len(graph.nodes) != len(order)
+        or any(n.inputs != (u,) for n, u in zip(layers, order))
+        or (*graph.input_widths, *(n.width for n in layers)) != widths
+    ):
+        raise ValueError(f"{graph.describe()} is not the chain of widths {widths}")
     return GraphSymbols(
         states={graph.input_names[0]: sym.x[0]}
         | {n.name: sym.x[k] for k, n in enumerate(layers, start=1)},

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -134,6 +135,7 @@ def check_activation(act: Elementwise) -> None:
         _compare(f"the derivative σ' of {name}, written in x = σ(z),", p, p, (X_VAR,), xs, True)
 
 
+@cache  # records are one object per key; a spec, its chain graph and each replay ask again
 def check_loss(loss: Loss, output: Activation) -> None:
     """Refuse a loss that is not real and finite where the output layer and the targets put it."""
     name = f"loss {loss.text!r}"

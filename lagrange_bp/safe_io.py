@@ -165,7 +165,7 @@ ASCII_NOTATION = {
     "π": "pi",
     "𝟙": "1",
 }
-_ASCII_TABLE = str.maketrans(ASCII_NOTATION)
+ASCII_TABLE = str.maketrans(ASCII_NOTATION)
 
 
 class AsciiStream:
@@ -176,7 +176,7 @@ class AsciiStream:
         self.stream = stream
 
     def write(self, text: str) -> int:
-        plain = text.translate(_ASCII_TABLE).encode("ascii", "replace").decode("ascii")
+        plain = text.translate(ASCII_TABLE).encode("ascii", "replace").decode("ascii")
         return int(self.stream.write(plain))
 
     def __getattr__(self, name: str) -> Any:

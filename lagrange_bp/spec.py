@@ -139,7 +139,7 @@ def _check_activations(activations: object, n_layers: int) -> tuple[str, ...]:
         except ValueError as exc:
             if name.strip().isidentifier():
                 raise ValueError(
-                    f"unknown activation {shown(name)} for layer {k}; known: "
+                    f"unknown activation {shown_name(name)} for layer {k}; known: "
                     f"{', '.join(ACTIVATIONS)}, or an expression in z such as "
                     f"'z*tanh(softplus(z))'"
                 ) from None
@@ -156,7 +156,7 @@ def checked_loss(loss: object, activations: tuple[str, ...]) -> str:
     except ValueError:
         if loss.strip().isidentifier():
             raise ValueError(
-                f"unknown loss {shown(loss)}; known: {', '.join(LOSSES)}, or an expression in "
+                f"unknown loss {shown_name(loss)}; known: {', '.join(LOSSES)}, or an expression in "
                 f"x (output) and y (target) such as 'log(cosh(x - y))'"
             ) from None
         raise
@@ -187,7 +187,7 @@ def exact_decay(alpha: float) -> Fraction:
     return Fraction(repr(alpha))
 
 
-def shown(name: str) -> str:
+def shown_name(name: str) -> str:
     """A user's name for an error message: printable characters only, and short."""
     clean = "".join(ch if ch.isprintable() else "?" for ch in name)
     return repr(clean if len(clean) <= 40 else clean[:37] + "...")

@@ -219,7 +219,7 @@ def _chain_rule_side(
     head = Evaluator(dict(zip(u, x)) | {s: env[s] for s in d.target}, oracle, dims)
     loss = head(get_loss(d.spec.loss).apply(u, list(d.target)))
     if d.spec.weight_decay:
-        loss = ev._add(loss, ev(sp.Add(*decay(d.spec, d.symbols))))
+        loss = ev.add(loss, ev(sp.Add(*decay(d.spec, d.symbols))))
     return loss.t or [0] * dims, max(max_deg, head.max_deg, ev.max_deg)
 
 
@@ -244,7 +244,7 @@ def affine(ev: Evaluator, w: list[Value], x: list[Value], b: Value) -> Value:
     """b + Σ_j w_j x_j in dual numbers: one entry of z = W x + b."""
     acc = b
     for wi, xi in zip(w, x):
-        acc = ev._add(acc, ev._mul(wi, xi))
+        acc = ev.add(acc, ev.mul(wi, xi))
     return acc
 
 

@@ -55,7 +55,7 @@ def torch_autograd(spec: lbp.GraphSpec, params: dict, X: np.ndarray, Y: np.ndarr
         "softplus": torch.nn.functional.softplus,
         "softmax": lambda z: torch.softmax(z, dim=1),
     }
-    theta = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    theta = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
     Xt, Yt = torch.tensor(X), torch.tensor(Y)
     x, start = {}, 0
     for n in spec.nodes:

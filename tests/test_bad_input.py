@@ -227,7 +227,7 @@ def test_a_checkpoint_carrying_escape_sequences_prints_none(tmp_path: Path) -> N
     meta["activations"] = ["\x1b[2J\x1b[31mtanh", "softmax"]
     arrays["meta"] = np.array(json.dumps(meta))
     params = [(arrays["W1"], arrays["b1"]), (arrays["W2"], arrays["b2"])]
-    arrays["sha256"] = np.array(checkpoint._digest(str(arrays["meta"]), params))
+    arrays["sha256"] = np.array(checkpoint.digest(str(arrays["meta"]), params))
     np.savez(path, **arrays)
     one_line(cli("evaluate", "--model", "m.npz", "--dataset", "xor", cwd=tmp_path), "\\x1b")
 

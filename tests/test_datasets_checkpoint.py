@@ -131,7 +131,7 @@ def test_altered_checkpoint(tmp_path: Path) -> None:
         checkpoint.load(path)
     # a consistent checksum over arrays that do not fit the stored network
     params = [(arrays["W1"], arrays["b1"]), (arrays["W2"], arrays["b2"])]
-    arrays["sha256"] = np.array(checkpoint._digest(str(arrays["meta"]), params))
+    arrays["sha256"] = np.array(checkpoint.digest(str(arrays["meta"]), params))
     np.savez(path, **arrays)
     with pytest.raises(lbp.CheckpointError, match=r"does not match its own network 4-6-3"):
         checkpoint.load(path)

@@ -308,7 +308,7 @@ def test_cli_train_recurrent_and_graph(tmp_path: Path) -> None:
         (["--dataset", "digits", "--graph", "res.json", "--widths", "64,10"], "--widths does"),
         (["--dataset", "digits", "--graph", "res.json", "--activations", "tanh"], "drop --act"),
         (["--dataset", "adding", "--recurrent", "--widths", "2,1"], "--widths does not apply"),
-        (["--dataset", "adding", "--recurrent", "--weight-decay", "0.1"], "--weight-decay does"),
+        (["--dataset", "adding", "--recurrent", "--weight-decay", "-1"], "--weight-decay: weig"),
         (["--dataset", "adding", "--recurrent", "--graph", "res.json"], "not both"),
         (["--dataset", "adding", "--hidden", "4"], "--hidden needs --recurrent"),
         (["--dataset", "sine", "--outputs-at", "every"], "--outputs-at needs --recurrent"),
