@@ -504,6 +504,7 @@ class TorchPrinter(KernelPrinter):
         super().__init__(names, buffers, sizes)
         self.owned: set[str] = set()  # names bound, in this block, to a tensor no other holds
         self.carry: set[str] = set()  # names the next block may take as owned (its caller's say)
+        self.held: tuple[str, ...] = ()  # external tensors every kernel binds (its caller's say)
 
     def assign(self, out: str, expr: sp.Basic, scratch: tuple[str, ...] = ()) -> list[str]:
         """As KernelPrinter's; a tensor made in this block is then written in place."""
@@ -570,15 +571,18 @@ class TorchPrinter(KernelPrinter):
         self._unary(out, e.args[0], write)
 
     def _print_MatMul(self, e: MatMul, out: str) -> None:
-        """c · A B as one BLAS call, C = α A B with α = c (beta=0: ``zero``, a 0-dim tensor
-        the kernel makes, is not read): −Gᵀ X costs no pass of its own."""
+        """c · A B as one BLAS call, C = α A B with α = c: −Gᵀ X costs no pass of its own.
+        With beta=0 addmm does not read its input, which is a held tensor of C's shape (W^k
+        for ∂L/∂W^k: no tensor made for it), else ``zero``, a 0-dim tensor the kernel makes."""
         coeff, rest = e.as_coeff_mmul()
         mats = [a for a in rest.args if isinstance(a, sp.MatrixExpr)]
         if coeff == 1 or len(mats) != 2 or _reduction(rest) is not None:
             super()._print_MatMul(e, out)
             return
         a, b = self.operand(mats[0]), self.operand(mats[1])
-        self.bind(out, f"torch.addmm(zero, {a}, {b}, beta=0, alpha={self.scalar(coeff)})")
+        shape = self.buffers.shape_of(out)
+        ignored = next((h for h in self.held if self.buffers.external.get(h) == shape), "zero")
+        self.bind(out, f"torch.addmm({ignored}, {a}, {b}, beta=0, alpha={self.scalar(coeff)})")
 
     def _print_Softmax(self, e: Any, out: str) -> None:
         """e^{z − max z} / Σ e^{z − max z} by samples, torch's fused and stable form."""

@@ -247,7 +247,8 @@ def test_the_source_is_printed_from_the_derived_equations() -> None:
     src = module.source()
     assert src.startswith("def backward(params, X, saved, grad, need_x):")
     assert "    # Λ^1 = G^2 W^2\n    lam1 = g2 @ W2\n" in src
-    assert "gW1 = torch.addmm(zero, g1.T, X, beta=0, alpha=-1.0)" in src  # −G^1ᵀ X^0, one call
+    # −G^1ᵀ X^0, one call; beta=0: addmm does not read W1, a tensor of the result's shape
+    assert "gW1 = torch.addmm(W1, g1.T, X, beta=0, alpha=-1.0)" in src
     assert "    # G^1 = σ'_1(Z^1) ⊙ Λ^1, σ'_1 = 1 - x**2 in x = X^1" in src
     fused = module.source("loss_backward")
     assert "    g2 = Y - x2\n    g2.div_(B)\n" in fused  # (Y − X^N)/B, as in the NumPy kernel
@@ -324,12 +325,15 @@ def test_bad_arguments_are_named() -> None:
         module(X[:, :2])
     with pytest.raises(ValueError, match="X and Y must have the same number of rows"):
         module(X, Y[:3])
-    with pytest.raises(ValueError, match="each row must sum to 1 for cross_entropy"):
-        module(X, 2 * Y)
-    nan_row = Y.copy()
-    nan_row[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="each row must sum to 1 for cross_entropy"):
-        module(X, nan_row)  # NaN compares false: refused, not let through
+    for scale in (2.0, 0.5, 1 + 2e-6, 1 - 2e-6):  # rows summing to more, or less, than 1
+        with pytest.raises(ValueError, match="each row must sum to 1 for cross_entropy"):
+            module(X, scale * Y)
+    module(X, (1 + 5e-7) * Y)  # within 1e-6 of 1: taken
+    for row in (0, 4, len(Y) - 1):  # first, middle, last row: min and max skip a NaN there
+        nan_row = Y.copy()
+        nan_row[row, 0] = float("nan")
+        with pytest.raises(ValueError, match="each row must sum to 1 for cross_entropy"):
+            module(X, nan_row)  # NaN compares false: refused, not let through
 
 
 def test_importing_the_package_does_not_import_torch() -> None:
