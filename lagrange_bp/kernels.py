@@ -167,7 +167,7 @@ class Assembler:
         else:
             adjoint = to_rows(g.adjoint.rhs)
             code.adjoint.append(self.block(f"Λ^{k} = G^{k + 1} W^{k + 1}", f"lam{k}", adjoint))
-            label = _vjp_label(act, k)
+            label = vjp_label(act, k)
         code.vjp.append(self.block(label, f"g{k}", G))
         gW = self.buffers.declare(f"gW{k}", (w[k], w[k - 1]))
         gb = self.buffers.declare(f"gb{k}", (w[k],))
@@ -212,7 +212,7 @@ def _forward_label(act: Activation, k: int) -> str:
     return f"X^{k} = σ_{k}(Z^{k}), σ_{k}(z) = {act.text}"
 
 
-def _vjp_label(act: Activation, k: int) -> str:
+def vjp_label(act: Activation, k: int) -> str:
     if not act.elementwise:
         return f"G^{k} = Dσ(Z^{k})ᵀ Λ^{k} = X^{k} ⊙ (Λ^{k} − rowsum(X^{k} ⊙ Λ^{k}))"
     form = getattr(act, "output_form", None)

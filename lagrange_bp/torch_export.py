@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised where torch is absent
 from .codegen import TorchPrinter, compile_source
 from .functions import get_loss
 from .generic import LAYER, N_K, N_NEXT
-from .kernels import ROWS, Assembler, Block, LayerCode, _vjp_label, rows
+from .kernels import ROWS, Assembler, Block, LayerCode, rows, vjp_label
 from .matrices import BATCH
 from .spec import NetworkSpec
 
@@ -81,7 +81,7 @@ class TorchAssembler(Assembler):
         if G.has(Z) and names[Z] == names[X]:
             raise AssertionError(f"G^{n} reads Z^{n}, which X^{n} overwrote")
         label = f"Λ^{n} = −∂J/∂X^{n}: the gradient torch passes back, negated"
-        return [self.block(label, f"lam{n}", -D), self.block(_vjp_label(act, n), f"g{n}", G)]
+        return [self.block(label, f"lam{n}", -D), self.block(vjp_label(act, n), f"g{n}", G)]
 
     def input_adjoint(self) -> Block:
         """Λ^0 = G^1 W^1: the adjoint equation at k = 0, for ∂J/∂X^0 = −Λ^0."""
