@@ -30,6 +30,7 @@ from .generic import derive_generic as derive_general
 from .grading import LAYOUTS, NoVerdict, SubmissionError, finish, grade, judge, plan, start
 from .grading import report as rule_report
 from .graph import GraphSpec
+from .graph_doc import graph_document
 from .graph_general import default_graphs, verify_graph_general
 from .graph_render import render as render_graph
 from .kkt import derive
@@ -245,11 +246,15 @@ def _graph(args: argparse.Namespace, general: bool = False) -> tuple[GraphSpec, 
 
 
 def _derive_graph(args: argparse.Namespace, graph: GraphSpec, limit: int | None) -> int:
-    """derive --graph/--recurrent: the graph's derivation in the chosen format."""
-    page = render_graph(derive(graph, max_weights=limit), args.format)
+    """derive --graph/--recurrent: the graph's derivation in the chosen format; with --output,
+    latex and markdown are a printable document with the proof."""
+    d = derive(graph, max_weights=limit)
+    page = render_graph(d, args.format)
     if not args.output:
         print(page)
         return 0
+    if args.format in ("latex", "markdown"):
+        page = graph_document(args.format, d, verify(graph, max_weights=limit, derivation=d))
     _write(args.output, page + "\n")
     print(f"{args.format} derivation of {graph.describe()} written to {printable(args.output)}")
     return 0

@@ -28,7 +28,7 @@ import sympy as sp
 from .functions import X_VAR, Y_VAR, Z_VAR, Activation, Elementwise, get_activation, get_loss
 from .graph import GraphSpec, recurrent
 from .graph_kkt import GraphDerivation, activations, derive_graph
-from .lagrangian import LOSS
+from .lagrangian import ALPHA, DECAY, LOSS
 
 READ_AT = (3, 4)  # T at which the pattern is read (first) and checked again (both)
 PROBE = {"inputs": 2, "hidden": 2}  # widths of the probe derivations (outputs: ≤ 2)
@@ -42,6 +42,7 @@ KWARGS = (
     "output_activation",
     "loss",
     "outputs_at",
+    "weight_decay",
 )
 
 
@@ -103,6 +104,7 @@ def recurrent_kwargs(spec: GraphSpec) -> dict[str, Any] | None:
         "output_activation": out.activation,
         "loss": spec.loss,
         "outputs_at": "every" if every else "last",
+        "weight_decay": spec.weight_decay,
     }
     try:
         return kw if recurrent(**kw) == spec else None
@@ -150,6 +152,7 @@ class Pattern:
     outputs: Steps
     adjoint: tuple[tuple[str, Steps], ...]
     gradients: tuple[tuple[str, Steps], ...]
+    decayed: tuple[str, ...] = ()  # the roles whose gradient has the weight decay's α θ
 
 
 def _kind(origin: str, t: int) -> str:
@@ -176,17 +179,24 @@ def read_pattern(d: GraphDerivation, T: int) -> Pattern:
         kinds = {_kind(o, t) for lam in d.symbols.lam[f"h{t}"] for o in d.adjoint_terms[lam]}
         for k in kinds:
             adjoint[k].add(t)
-    gradients = {}
+    gradients, decayed = {}, []
     for role, name in ROLES.items():
-        uses = [{_use_step(o, role) for o in d.gradient_terms[p]} for p in d.params[name]]
+        terms = [d.gradient_terms[p] for p in d.params[name]]
+        uses = [{_use_step(o, role) for o in t if o != DECAY} for t in terms]
         if any(u != uses[0] for u in uses):
             raise ArithmeticError(f"the entries of {name} have terms from different steps")
         gradients[role] = read_range(uses[0], T, name)
+        with_decay = {DECAY in t for t in terms}
+        if len(with_decay) != 1:
+            raise ArithmeticError(f"some entries of {name} have the weight decay's term, not all")
+        if with_decay == {True}:
+            decayed.append(role)
     outs = {int(o[1:]) for o in d.spec.outputs}
     return Pattern(
         read_range(outs, T, "outputs"),
         tuple((k, read_range(s, T, f"λ^h_t from {k}")) for k, s in adjoint.items() if s),
         tuple(gradients.items()),
+        tuple(decayed),
     )
 
 
@@ -261,9 +271,12 @@ def check_template(d: GraphDerivation, pattern: Pattern, T: int) -> int:
         for i in range(matrix.rows):
             for j in range(matrix.cols):
                 p = matrix[i, j]
-                uses = {_use_step(o, role): e for o, e in d.gradient_terms[p].items()}
+                got = d.gradient_terms[p]
+                uses = {_use_step(o, role): e for o, e in got.items() if o != DECAY}
                 terms = {t: tpl.gradient(role, t, i, j) for t in steps.at(T)}
                 checked += _compare(f"∂L/∂{p}", dict(uses), dict(terms))
+                if role in pattern.decayed:  # the decay's term: α θ, at no step
+                    checked += _compare(f"∂L/∂{p}", {DECAY: got[DECAY]}, {DECAY: ALPHA * p})
     return checked
 
 
@@ -410,14 +423,17 @@ def _gradients(b: BPTT, tex: bool) -> list[tuple[str, str]]:
         else:
             body = rf"\left({g}\right) {factor}^\top" if tex else f"({g}) {factor}ᵀ"
         lhs = rf"\frac{{\partial \mathcal{{L}}}}{{\partial {role}}}" if tex else f"∂L/∂{role}"
-        rows.append((lhs, _sum(steps, body, tex)))
+        decay = (
+            (rf" + \alpha {role}" if tex else f" + α {role}") if role in b.pattern.decayed else ""
+        )
+        rows.append((lhs, _sum(steps, body, tex, decay)))
     return rows
 
 
-def _sum(steps: Steps, body: str, tex: bool) -> str:
-    """−Σ_{t=a}^{b} body, or −body when the only step is t = T."""
+def _sum(steps: Steps, body: str, tex: bool, decay: str = "") -> str:
+    """−Σ_{t=a}^{b} body, or −body when the only step is t = T; then ``decay`` (+ α θ)."""
     if steps.start == "T":
-        return f"-{body}" if tex else f"−{body}"
+        return (f"-{body}" if tex else f"−{body}") + decay
     end = "T" if steps.end == "T" else ("T-1" if tex else "T−1")
     note = ""
     if steps.start == 2:
@@ -427,8 +443,8 @@ def _sum(steps: Steps, body: str, tex: bool) -> str:
             else "  (no t = 1 term: h_0 = 0)"
         )
     if tex:
-        return rf"-\sum_{{t={steps.start}}}^{{{end}}} {body}{note}"
-    return f"−Σ_{{t={steps.start}}}^{{{end}}} {body}{note}"
+        return rf"-\sum_{{t={steps.start}}}^{{{end}}} {body}{decay}{note}"
+    return f"−Σ_{{t={steps.start}}}^{{{end}}} {body}{decay}{note}"
 
 
 def _derivatives(b: BPTT, tex: bool) -> list[tuple[str, str]]:

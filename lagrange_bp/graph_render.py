@@ -189,7 +189,7 @@ def bptt(spec_or_kwargs: GraphSpec | dict[str, Any], fmt: str = "text") -> str:
         return bptt_text(b)
     if fmt == "json":
         return json.dumps(_bptt_json(b), indent=2, ensure_ascii=False)
-    blocks = [(_ascii(_bptt_title(b)), _bptt_rows(b))]
+    blocks = [(ascii_text(_bptt_title(b)), _bptt_rows(b))]
     return _latex_blocks(blocks) if fmt == "latex" else _markdown_blocks(blocks)
 
 
@@ -250,17 +250,17 @@ def _latex_sum(d: GraphDerivation, terms: dict[str, sp.Expr], total: sp.Expr) ->
     if len(terms) < 2:
         return latex_of(d, total)
     return " + ".join(
-        rf"\underbrace{{{latex_of(d, t)}}}_{{{_origin_tex(o)}}}" for o, t in terms.items()
+        rf"\underbrace{{{latex_of(d, t)}}}_{{{origin_tex(o)}}}" for o, t in terms.items()
     )
 
 
-def _origin_tex(origin: str) -> str:
+def origin_tex(origin: str) -> str:
     if origin == DECAY:
         return r"\text{weight decay}"
     return r"\ell" if origin == LOSS else tex_name(origin)
 
 
-def _names_tex(names: Any) -> str:
+def names_tex(names: Any) -> str:
     return r",\ ".join(tex_name(n) for n in names)
 
 
@@ -282,12 +282,12 @@ def node_latex(spec: GraphSpec, n: NodeSpec) -> str:
     shared = ""
     if len(uses) > 1:
         shared = rf" \quad \text{{parameters }} {tex_name(n.params or '')} \text{{ shared by }} "
-        shared += _names_tex(uses)
+        shared += names_tex(uses)
     width = rf" \quad \text{{(width {n.width})}}"
     return rf"{x} &= {act}\left({z} + {tex_name(n.bias_name)}\right){width}{shared}"
 
 
-def _ascii(text: str) -> str:
+def ascii_text(text: str) -> str:
     """A title for a LaTeX comment: the notation in ASCII, one line, no control characters."""
     plain = text.translate(ASCII_TABLE).replace("→", "->")
     return "".join(c if c.isprintable() and c.isascii() else "?" for c in plain)
@@ -323,7 +323,7 @@ def graph_blocks(d: GraphDerivation) -> list[tuple[str, list[str]]]:
     for eq in d.adjoint:
         x, v = x_of[eq.lhs], node_of[eq.lhs]
         if eq.lhs == sym.lam[v][0]:
-            adjoint += _sum_tex(spec, v)
+            adjoint += consumers_row(spec, v)
         rhs = _latex_sum(d, d.adjoint_terms[eq.lhs], eq.rhs)
         adjoint.append(
             rf"{dl_latex(latex_of(d, x))} &= {latex_of(d, d.stationarity[x])} = 0 "
@@ -346,7 +346,7 @@ def graph_blocks(d: GraphDerivation) -> list[tuple[str, list[str]]]:
     ]
     b = _bptt_of(d)
     if b is not None:
-        blocks.append((_ascii(_bptt_title(b)), _bptt_rows(b)))
+        blocks.append((ascii_text(_bptt_title(b)), _bptt_rows(b)))
     return blocks
 
 
@@ -354,20 +354,20 @@ def _lagrangian_tex(d: GraphDerivation) -> list[str]:
     spec = d.spec
     loss = get_loss(spec.loss)
     return [
-        rf"&\text{{graph: }} {tex_text(_ascii(spec.describe()))}",
+        rf"&\text{{graph: }} {tex_text(ascii_text(spec.describe()))}",
         rf"\mathcal{{L}} &= \ell{_DECAY_TEX if spec.weight_decay else ''} "
         rf"+ \sum_v \lambda^{{(v)\top}} \left(x^{{(v)}} - f_v\right), "
-        rf"\quad \ell = {loss.latex} \text{{ over the outputs }} {_names_tex(spec.outputs)}",
+        rf"\quad \ell = {loss.latex} \text{{ over the outputs }} {names_tex(spec.outputs)}",
         rf"&= {latex_of(d, d.lagrangian)}",
     ]
 
 
-def _sum_tex(spec: GraphSpec, v: str) -> list[str]:
+def consumers_row(spec: GraphSpec, v: str) -> list[str]:
     """A row saying that λ^v sums over the places v is read, when there are several."""
     origins = [*spec.consumers(v), *([LOSS] if v in spec.outputs else [])]
     if len(origins) < 2:
         return []
-    names = r",\ ".join(_origin_tex(o) for o in origins)
+    names = r",\ ".join(origin_tex(o) for o in origins)
     return [
         rf"&\lambda^{{({tex_name(v)})}} \text{{ sums over the {len(origins)} places it is "
         rf"read: }} {names}"
@@ -381,7 +381,7 @@ def _gradients_tex(d: GraphDerivation) -> list[str]:
         if len(uses) > 1:
             rows.append(
                 rf"&\text{{parameters }} {tex_name(group)} \text{{ are shared by }} "
-                rf"{_names_tex(uses)}\text{{: each gradient sums over these uses}}"
+                rf"{names_tex(uses)}\text{{: each gradient sums over these uses}}"
             )
         for name in (*first.weight_names, first.bias_name):
             for p in d.params[name]:
@@ -392,7 +392,9 @@ def _gradients_tex(d: GraphDerivation) -> list[str]:
 
 def to_latex(d: GraphDerivation) -> str:
     """``align*`` blocks, each after a % comment naming it (for a document or a notebook)."""
-    return _latex_blocks(graph_blocks(d), _ascii(f"lagrange_bp derivation: {d.spec.describe()}"))
+    return _latex_blocks(
+        graph_blocks(d), ascii_text(f"lagrange_bp derivation: {d.spec.describe()}")
+    )
 
 
 def to_markdown(d: GraphDerivation) -> str:

@@ -242,10 +242,10 @@ def to_markdown(title: str, blocks: list[Block]) -> str:
 
 
 # --- fitting formulas to the page ------------------------------------------------------------
-LINE = 84.0  # width of a display line, in the units of ``_width`` (about one math letter)
+LINE = 84.0  # width of a display line, in the units of ``formula_width`` (about one math letter)
 
 
-def _width(tex: str) -> float:
+def formula_width(tex: str) -> float:
     """A rough width of a formula in math letters: scripts count 0.7, a stacked super- and
     subscript once, commands one letter, binary operators and relations with their spacing."""
     s = re.sub(r"\\(left|right|big|Big)\b|\\[,;:!]|\\q?quad", " ", tex)
@@ -265,7 +265,7 @@ def _terms(e: sp.Expr, show: Callable[[sp.Expr], str]) -> list[str]:
     """A long sum as its terms' LaTeX with their signs (+ t, − t), positive terms first; a
     short one (or any other expression) whole."""
     whole = show(e)
-    if not e.is_Add or _width(whole) <= LINE / 2:
+    if not e.is_Add or formula_width(whole) <= LINE / 2:
         return [whole]
     out = []
     for t in _ordered_terms(e):
@@ -283,16 +283,21 @@ def _ordered_terms(e: sp.Expr, negate: bool = False) -> list[sp.Expr]:
     return sorted(terms, key=lambda t: bool(t.could_extract_minus_sign()) != negate)
 
 
-def _pack(
-    lead: str, pieces: list[str], indent: str = r"&\quad ", column: float | None = None
+def pack_rows(
+    lead: str,
+    pieces: list[str],
+    indent: str = r"&\quad ",
+    column: float | None = None,
+    line: float = LINE,
 ) -> list[str]:
-    """``lead`` followed by the pieces, broken into rows that fit the page. ``column``: the
-    width of the left column every row is indented by (else that of ``lead``'s)."""
-    offset = _width(lead.split("&")[0]) if column is None else column
+    """``lead`` followed by the pieces, broken into rows that fit the page (``line`` wide).
+    ``column``: the width of the left column every row is indented by (else ``lead``'s)."""
+    offset = formula_width(lead.split("&")[0]) if column is None else column
     rows: list[str] = []
     row = lead.rstrip()
     for piece in pieces:
-        fits = _width(row) + _width(piece) + (offset if rows or column else 0) <= LINE
+        used = formula_width(row) + formula_width(piece) + (offset if rows or column else 0)
+        fits = used <= line
         if not fits and row not in (lead.rstrip(), indent.rstrip()):
             rows.append(row)
             row = indent.rstrip()
@@ -307,7 +312,7 @@ def _term_pieces(d: Derivation, minus: bool, t: sp.Expr, first: bool) -> list[st
     tex = doc_latex(d, t, shorten=False)
     factors = sp.Mul.make_args(t)
     sums = [f for f in factors if f.is_Add]
-    if _width(tex) <= 0.6 * LINE or len(sums) != 1:
+    if formula_width(tex) <= 0.6 * LINE or len(sums) != 1:
         return [sign + tex]
     rest = doc_latex(d, sp.Mul(*[f for f in factors if f is not sums[0]]), shorten=False)
     inner = _sum_pieces(d, sums[0])
@@ -331,7 +336,7 @@ def _pieces(d: Derivation, e: sp.Expr, prefer_negative: bool = False) -> list[st
     if not body.is_Add:
         return _term_pieces(d, negative, body, True)
     whole = doc_latex(d, body, shorten=False)
-    if _width(whole) <= 0.6 * LINE:
+    if formula_width(whole) <= 0.6 * LINE:
         return [rf"-\left({whole}\right)" if negative else whole]
     inner = _sum_pieces(d, body)
     if not negative:
@@ -343,12 +348,12 @@ def _equation_rows(lhs: str, condition: list[str], solved_lhs: str, solved: list
     """lhs = condition = 0 ⇒ solved_lhs = solved: one row when it fits, else the condition's
     rows (broken between pieces) and then the solution's."""
     one = f"{lhs} &= {' '.join(condition)} = 0 \\;\\Rightarrow\\; {solved_lhs} = {' '.join(solved)}"
-    if _width(one) <= LINE:
+    if formula_width(one) <= LINE:
         return [one]
-    rows = _pack(f"{lhs} &=", condition)
+    rows = pack_rows(f"{lhs} &=", condition)
     rows[-1] += " = 0"
     then = rf"&\Rightarrow\; {solved_lhs} ="
-    return rows + _pack(then, solved, indent=r"&\qquad", column=_width(lhs))
+    return rows + pack_rows(then, solved, indent=r"&\qquad", column=formula_width(lhs))
 
 
 def _noted(rows: list[str]) -> tuple[str, ...]:
@@ -356,15 +361,15 @@ def _noted(rows: list[str]) -> tuple[str, ...]:
     widest note fit the page together; otherwise each note after its own formula, or on the
     next row when that would run off the page."""
     parts = [row.split(" && ", 1) for row in rows]
-    widest = max(_width(p[0]) for p in parts)
-    notes = max((_width(p[1]) for p in parts if len(p) == 2), default=0.0)
+    widest = max(formula_width(p[0]) for p in parts)
+    notes = max((formula_width(p[1]) for p in parts if len(p) == 2), default=0.0)
     if widest + notes <= LINE:
         return tuple(rows)
     out = []
     for p in parts:
         if len(p) == 1:
             out.append(p[0])
-        elif _width(p[0]) + _width(p[1]) <= LINE:
+        elif formula_width(p[0]) + formula_width(p[1]) <= LINE:
             out.append(rf"{p[0]} \qquad {p[1]}")
         else:
             out += [p[0], rf"&\qquad {p[1]}"]
@@ -516,11 +521,11 @@ def _lagrangian(d: Derivation) -> list[Block]:
         for lam in lam_list
     ]
     loss = _sum_pieces(d, d.loss)
-    if len(loss) == 1 or _width(" ".join(loss)) <= 0.6 * LINE:
+    if len(loss) == 1 or formula_width(" ".join(loss)) <= 0.6 * LINE:
         loss = [rf"\frac{{1}}{{B}} \left({doc_latex(d, d.loss)}\right)"]
     else:
         loss = [rf"\frac{{1}}{{B}} \Big({loss[0]}", *loss[1:-1], loss[-1] + r" \Big)"]
-    rows = _pack(r"\mathcal{L}_i &=", loss + constraints)
+    rows = pack_rows(r"\mathcal{L}_i &=", loss + constraints)
     where: tuple[str, ...] = (
         r"z^{(k)}_j &= \sum_{m=1}^{n_{k-1}} W^{(k)}_{j,m} x^{(k-1)}_m + b^{(k)}_j",
     )
@@ -530,7 +535,7 @@ def _lagrangian(d: Derivation) -> list[Block]:
         where = tuple(
             row
             for eq in d.preactivations
-            for row in _pack(f"{sp.latex(eq.lhs)} &=", _terms(eq.rhs, show))
+            for row in pack_rows(f"{sp.latex(eq.lhs)} &=", _terms(eq.rhs, show))
         )
     return [
         Heading(1, prose("The Lagrangian of one sample")),
@@ -588,7 +593,7 @@ def _kkt(d: Derivation) -> list[Block]:
     gradients = [
         row
         for p, g in d.gradients.items()
-        for row in _pack(f"{_dli(sp.latex(p))} &=", _pieces(d, g, prefer_negative=True))
+        for row in pack_rows(f"{_dli(sp.latex(p))} &=", _pieces(d, g, prefer_negative=True))
     ]
     blocks: list[Block] = [
         Heading(1, prose("The KKT conditions")),
@@ -871,7 +876,7 @@ def _example_summary(
     ]
 
 
-def _proof(report: Report, title: str = "Proof summary") -> list[Block]:
+def proof_blocks(report: Report, title: str = "Proof summary") -> list[Block]:
     """Every step's claim, method and full details: typeset in LaTeX, verbatim in Markdown."""
     items = []
     for st in report.steps:
@@ -906,7 +911,7 @@ def _concrete_blocks(d: Derivation, report: Report, g: GenericDerivation) -> lis
         *_matrix_form(d, g),
         *_algorithm(),
         *_example(d),
-        *_proof(report),
+        *proof_blocks(report),
     ]
 
 
@@ -1027,7 +1032,7 @@ def _general_blocks(g: GenericDerivation, report: Report) -> list[Block]:
         ),
         Display(_noted([row_latex(*row) for row in activations])),
         *_algorithm(),
-        *_proof(report, "Proof summary: the general proof"),
+        *proof_blocks(report, "Proof summary: the general proof"),
     ]
 
 

@@ -73,7 +73,9 @@ def test_derive_graph_to_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     target = tmp_path / "rnn.md"
     code, out, _ = run(capsys, "derive", *RNN, "--format", "markdown", "--output", str(target))
     assert code == 0 and "written to" in out
-    assert target.read_text(encoding="utf-8").startswith("## lagrange_bp derivation: graph")
+    page = target.read_text(encoding="utf-8")  # the printable document, with the proof
+    assert page.startswith("# Backpropagation from the KKT conditions of the Lagrangian: graph")
+    assert "Proof summary" in page and "NOT proven" not in page
 
 
 def test_verify_graph_and_recurrent(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
