@@ -193,3 +193,19 @@ def test_the_kernel_printer_writes_a_scalar_expression_python_reads_back(expr: s
     printer = KernelPrinter({}, Buffers(), {})
     text = printer.scalar(e)
     assert eval(text, {"B": 7.0, "eta": 0.3}) == pytest.approx(float(e.subs({B: 7, eta: 0.3})))
+
+
+def test_bptt_for_any_t_reads_the_decay_term_of_each_weight() -> None:
+    """Read off the exact derivations at T = 3 and 4, as without decay: + α W for W_x, W_h, V,
+    nothing for the biases b, c."""
+    from lagrange_bp.graph_render import bptt
+
+    text = bptt(dict(inputs=1, hidden=2, outputs=1, steps=5, weight_decay=0.1))
+    rows = {line.split(" = ")[0].strip(): line for line in text.splitlines() if "∂L/∂" in line}
+    for role in ("W_x", "W_h", "V"):
+        assert (
+            rows[f"∂L/∂{role}"].endswith(f"+ α {role}")
+            or f"+ α {role}  (no t = 1" in rows[f"∂L/∂{role}"]
+        )
+    assert "α" not in rows["∂L/∂b"] and "α" not in rows["∂L/∂c"]
+    assert "Backpropagation through time" in str(lbp.derive(RNN))
