@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
@@ -65,6 +65,48 @@ class Compiled:
         names = self._kernel(kernel).buffer_names
         return [tuple(batch if d == "B" else int(d) for d in self._shapes[n]) for n in names]
 
+    def new_buffers(
+        self,
+        kernel: str,
+        batch: int,
+        last: int = 0,
+        given: Mapping[str, np.ndarray] | None = None,
+    ) -> dict[int, tuple[np.ndarray, ...]]:
+        """Buffers of ``kernel`` of the caller's own (not the model's, so that loops sharing a
+        model share no buffers), by batch size: for ``batch`` rows and, when ``last`` (the
+        rows of a smaller last batch) is given, for ``last`` rows in the first rows of the
+        same arrays, so that a training loop keeps one set of buffers in cache. ``given``
+        names buffers to use as they are (for instance gradient views of one flat array)."""
+        names, given = self._kernel(kernel).buffer_names, given or {}
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise ValueError(f"kernel {kernel} has no buffer {unknown[0]}")
+        full = []
+        for name, shape in zip(names, self.buffer_shapes(kernel, batch)):
+            a = given.get(name)
+            if a is not None and (a.shape != shape or a.dtype != self.dtype):
+                raise ValueError(f"buffer {name} must be a {self.dtype} array of shape {shape}")
+            full.append(np.empty(shape, self.dtype) if a is None else a)
+        out = {batch: tuple(full)}
+        if 0 < last < batch:
+            shapes = self.buffer_shapes(kernel, last)
+            out[last] = tuple(
+                _first_rows(a, self._shapes[name], shape, last)
+                for name, a, shape in zip(names, full, shapes)
+            )
+        return out
+
+
+def _first_rows(
+    a: np.ndarray, symbolic: tuple[int | str, ...], shape: tuple[int, ...], rows: int
+) -> np.ndarray:
+    """The buffer ``a`` for a batch of ``rows``: ``a`` itself when its shape has no batch
+    axis, its first rows (contiguous) when the batch axis is the first, else a new array."""
+    if "B" not in symbolic:
+        return a
+    if symbolic[0] == "B" and "B" not in symbolic[1:]:
+        return a[:rows]
+    return np.empty(shape, a.dtype)
 
 
 class Model(Compiled):
@@ -155,6 +197,23 @@ class Model(Compiled):
                 "sgd_step: the parameters became NaN or infinite (a learning rate too large?)"
             )
         return loss
+
+    def gradient_buffers(
+        self, batch: int, last: int = 0
+    ) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, ...]]]:
+        """``new_buffers`` of the ``loss_and_grad`` kernel with ∂L/∂W^k and ∂L/∂b^k written
+        into views of one flat array, returned first: W^1, b^1, W^2, … end to end, the layout
+        of ``optimizers.pack_params``, so that an optimizer steps on all of them at once."""
+        names = [f"g{w}{k}" for k in range(1, self.spec.depth + 1) for w in "Wb"]
+        if not set(names) <= set(self._kernel("loss_and_grad").buffer_names):
+            raise RuntimeError(f"the loss_and_grad kernel does not return its gradient in {names}")
+        shapes = [tuple(int(d) for d in self._shapes[name]) for name in names]
+        flat = np.zeros(sum(math.prod(s) for s in shapes), self.dtype)
+        views, start = {}, 0
+        for name, shape in zip(names, shapes):
+            views[name] = flat[start : start + math.prod(shape)].reshape(shape)
+            start += math.prod(shape)
+        return flat, self.new_buffers("loss_and_grad", batch, last, views)
 
     def stepper(self, batch: int) -> Callable[[Params, np.ndarray, np.ndarray, float], float]:
         """The fused ``sgd_step`` kernel for batches of ``batch`` rows with its buffers bound

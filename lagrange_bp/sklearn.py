@@ -41,11 +41,11 @@ dtype (ours)                      ``lbp.compile(spec, dtype)``: "float64" or "fl
 ================================  ============================================================
 
 Why the training loop is written here rather than calling ``lbp.train`` once per epoch: the
-estimator steps with the same compiled ``loss_and_grad`` kernel and the same ``Optimizer``
-(so its parameters equal ``lbp.train``'s, step for step, for the same seed; a test checks it),
-but it takes the epoch's loss from the batches as scikit-learn does instead of the two extra
-passes over the data (loss and accuracy) and the boundary checks ``lbp.train`` makes every
-epoch, which on digits cost as much as the epoch itself.
+estimator steps as ``lbp.train`` does — the fused ``sgd_step`` kernel for plain SGD, otherwise
+the ``loss_and_grad`` kernel and ``Optimizer.step_flat`` on the parameters held in one flat
+array, with the same shuffling generator — so its parameters equal ``lbp.train``'s, step for
+step, for the same seed (a test checks it); but it checks and copies the data and the
+parameters once per ``fit`` instead of once per epoch, and stops by scikit-learn's rules.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ import numbers
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, Self
@@ -76,11 +76,11 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .functions import ACTIVATIONS
 from .kkt import Derivation, derive
-from .model import DTYPES, Model, Params, check_memory
+from .model import DTYPES, Model, Params, _finite, check_memory
 from .model import compile as compile_model
-from .optimizers import Optimizer
+from .optimizers import Optimizer, pack_params
 from .spec import MAX_EXACT_WEIGHTS, NetworkSpec
-from .train import TrainingDiverged
+from .train import Batches, TrainingDiverged
 
 try:  # scikit-learn ≥ 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -108,7 +108,7 @@ def _compiled(spec: NetworkSpec, dtype: str) -> Model:
     """The compiled model of ``spec``, shared by every estimator of this network and dtype.
 
     Sharing is safe because the estimators call the generated kernels with buffers of their
-    own (``Model.buffer_shapes``) and never the model's methods that keep buffers.
+    own (``Model.new_buffers``) and never the model's methods that keep buffers.
     """
     key = (spec, dtype)
     with _compiled_lock:
@@ -466,36 +466,16 @@ class _LagrangeMLP(BaseEstimator):
             validation_scores = []
             best_params = [(W.copy(), b.copy()) for W, b in params]
 
-        kernel = model.kernels["loss_and_grad"].fn
-        buffers: dict[int, tuple[np.ndarray, ...]] = {}
-        steps: dict[int, Callable[[Params, np.ndarray, np.ndarray, float], float]] = {}
+        epochs = _Epochs(model, params, opt, X, Y, batch)
+        params = epochs.params  # views of the flat array the steps update
         n_iter = 0
         for _ in range(1 if incremental else config.max_iter):
             order = rng.permutation(n) if self.shuffle else None
-            Xs, Ys = (X, Y) if order is None else (X[order], Y[order])
-            total = 0.0
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                for start in range(0, n, batch):
-                    xb, yb = Xs[start : start + batch], Ys[start : start + batch]
-                    rows = len(xb)
-                    if opt.name == "sgd":  # the fused step, as lbp.train takes it
-                        if rows not in steps:
-                            steps[rows] = model.stepper(rows)
-                        loss = steps[rows](params, xb, yb, opt.lr)
-                        opt.steps += 1
-                    else:
-                        if rows not in buffers:
-                            buffers[rows] = _buffers(model, "loss_and_grad", rows)
-                        loss, grads = kernel(params, xb, yb, buffers[rows])
-                        opt.step(params, grads)
-                    if not math.isfinite(loss):
-                        _diverged(len(loss_curve) + 1, start // batch + 1, config.lr)
-                    total += float(loss) * rows
-            if not all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in params):
-                _diverged(len(loss_curve) + 1, -(-n // batch), config.lr)
+                total = epochs.run(order, len(loss_curve) + 1, config.lr)
             n_iter += 1
             t += n
-            loss_curve.append(total / n)
+            loss_curve.append(total)
             if self.verbose:
                 print(f"Iteration {len(loss_curve)}, loss = {loss_curve[-1]:.8f}")
             # scikit-learn's rule: count the epochs that did not improve by more than tol
@@ -575,6 +555,50 @@ class _LagrangeMLP(BaseEstimator):
         model = _compiled(self.spec_, str(self.coefs_[0].dtype))
         params = model.check_params(self.params_)  # no copy unless coefs_ were replaced
         return self._forward(model, params, np.ascontiguousarray(X, dtype=model.dtype))
+
+
+class _Epochs:
+    """The training loop's state: the parameters as views of one flat array (a copy of the
+    given ones) that the optimizer steps on at once, the kernel with buffers of this loop's
+    own (the last, smaller batch in the first rows of the full batch's), and the batches
+    (``train.Batches``: shuffled rows gathered into buffers), so that an epoch allocates
+    nothing."""
+
+    def __init__(
+        self, model: Model, params: Params, opt: Optimizer, X: np.ndarray, Y: np.ndarray, batch: int
+    ) -> None:
+        self.theta, self.params = pack_params(params, model.dtype)
+        self.shapes = [a.shape for pair in self.params for a in pair]
+        self.opt, self.X, self.Y, self.batch = opt, X, Y, batch
+        last = len(X) % batch
+        self.grad: np.ndarray | None = None
+        if opt.name == "sgd":  # the fused step, as lbp.train takes it
+            self.fn = model.kernels["sgd_step"].fn
+            self.buffers = model.new_buffers("sgd_step", batch, last)
+        else:  # the gradient into one flat array, for Optimizer.step_flat
+            self.fn = model.kernels["loss_and_grad"].fn
+            self.grad, self.buffers = model.gradient_buffers(batch, last)
+        self.batches = Batches(X, Y, batch)
+
+    def run(self, order: np.ndarray | None, epoch: int, lr: float) -> float:
+        """One pass over the rows (in ``order``, or as they are); the mean of the batch losses."""
+        n, batch, opt, params = len(self.X), self.batch, self.opt, self.params
+        fn, buffers, theta, grad, shapes = self.fn, self.buffers, self.theta, self.grad, self.shapes
+        total = 0.0
+        for i, (xb, yb) in enumerate(self.batches(order)):
+            rows = len(xb)
+            if grad is None:
+                loss = float(fn(params, xb, yb, opt.lr, buffers[rows]))
+                opt.steps += 1
+            else:
+                loss = float(fn(params, xb, yb, buffers[rows])[0])
+                opt.step_flat(theta, grad, shapes)
+            if not math.isfinite(loss):
+                _diverged(epoch, i + 1, lr)
+            total += loss * rows
+        if not _finite(theta):
+            _diverged(epoch, -(-n // batch), lr)
+        return total / n
 
 
 def _seed(random_state: Any) -> int:

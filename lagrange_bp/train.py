@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .functions import get_loss
-from .model import Model, Params, check_memory
-from .optimizers import Optimizer
+from .model import Model, Params, _finite, check_memory
+from .optimizers import Optimizer, pack_params
 
 if TYPE_CHECKING:
     from .graph_model import GraphModel, GraphParams
@@ -30,7 +30,8 @@ class TrainingDiverged(ValueError):
 
 @dataclass
 class TrainResult:
-    """Trained parameters (a new list; the caller's arrays are untouched) and per-epoch history."""
+    """Trained parameters (a new list; the caller's arrays are untouched; for a ``Model``, views
+    of one flat array, which the optimizer updates at once) and per-epoch history."""
 
     params: Params
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -126,24 +127,22 @@ def train(
         validation = model.check_data(*validation)
     _check_memory(model, batch_size)
     given: Any = params  # a list of (W, b) for a Model, a dict for a GraphModel: checked here
-    own = _copy(model.init_params(seed) if given is None else model.check_params(given))
+    start: Any = model.init_params(seed) if given is None else model.check_params(given)
+    # our own copy; a Model's as views of one flat array, which the optimizer steps on at once
+    theta, own = pack_params(start) if isinstance(model, Model) else (None, _copy(start))
     opt = Optimizer(optimizer, lr, momentum, tuple(betas), eps)  # type: ignore[arg-type]
     opt, first, rng = _start(opt, seed, params is not None, resume)
     n = len(X)
-    sizes = {min(batch_size, n), n % batch_size} if opt.name == "sgd" else set()
-    steps = {size: model.stepper(size) for size in sizes if size}  # full and last batches
+    step = _stepper(model, own, theta, opt, min(batch_size, n), n % batch_size)
+    batches = Batches(X, Y, min(batch_size, n))
     history = _history(model, eval_every, validation)
     best: tuple[float, int, Any] | None = None
     t0, epoch = time.perf_counter(), first - 1
     # overflow on the way to divergence is reported once, by TrainingDiverged, not as warnings
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for epoch in range(first, first + epochs):
-            if shuffle:  # take: a row gather, faster than fancy indexing
-                order = rng.permutation(n)
-                Xs, Ys = X.take(order, axis=0), Y.take(order, axis=0)
-            else:
-                Xs, Ys = X, Y
-            total = _epoch(model, own, Xs, Ys, batch_size, opt, steps, epoch, on_batch)
+            order = rng.permutation(n) if shuffle else None
+            total = _epoch(own, batches, order, step, opt, epoch, on_batch)
             last = first + epochs - 1
             metrics = _metrics(model, own, X, Y, total, epoch, last, eval_every, validation)
             metrics["seconds"] = time.perf_counter() - t0
@@ -240,35 +239,100 @@ def _history(model: Any, eval_every: int | None, validation: object) -> dict[str
     return history
 
 
+Step = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _stepper(
+    model: Any, params: Any, theta: np.ndarray | None, opt: Optimizer, batch: int, last: int
+) -> Step:
+    """One training step on a batch (X_b, Y_b), in place on ``params``; returns J before it.
+
+    "sgd" is the generated fused step. The other rules take ∂L/∂θ from the ``loss_and_grad``
+    kernel: for a ``Model`` (``params`` are views of the flat array ``theta``), written into
+    one flat array of the same layout, so that ``Optimizer.step_flat`` updates every
+    parameter at once; for a graph, as a dict, for ``Optimizer.step``.
+    """
+    if opt.name == "sgd":  # the fused step: θ ← θ − η ∂L/∂θ, J from its forward pass
+        steps = {size: model.stepper(size) for size in {batch, last} if size}
+
+        def sgd(Xb: np.ndarray, Yb: np.ndarray) -> float:
+            loss = steps[len(Xb)](params, Xb, Yb, opt.lr)
+            opt.steps += 1
+            return loss
+
+        return sgd
+    if theta is not None:
+        fn = model.kernels["loss_and_grad"].fn
+        grad, buffers = model.gradient_buffers(batch, last)
+        shapes = [a.shape for pair in params for a in pair]
+
+        def flat(Xb: np.ndarray, Yb: np.ndarray) -> float:
+            loss = float(fn(params, Xb, Yb, buffers[len(Xb)])[0])
+            opt.step_flat(theta, grad, shapes)
+            return loss
+
+        return flat
+
+    def graph(Xb: np.ndarray, Yb: np.ndarray) -> float:
+        loss, grads = model.loss_and_grad(params, Xb, Yb)
+        opt.step(_groups(params), _groups(grads))
+        return float(loss)
+
+    return graph
+
+
+class Batches:
+    """An epoch's mini-batches (X_b, Y_b), in a given order of the rows or as they are.
+
+    Shuffled rows are gathered (``take``) batch by batch into two buffers allocated once: no
+    shuffled copy of the data is made, and the gathered rows are still in cache when the step
+    reads them. The last batch is smaller when the batch size does not divide the number of
+    rows. A gathered batch is a view of the buffers: valid until the next one.
+    """
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, batch: int) -> None:
+        self.X, self.Y, self.batch = X, Y, batch
+        self.xs = np.empty((batch, *X.shape[1:]), X.dtype)
+        self.ys = np.empty((batch, *Y.shape[1:]), Y.dtype)
+
+    def __len__(self) -> int:
+        return -(-len(self.X) // self.batch)
+
+    def __call__(self, order: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        X, Y, batch, n = self.X, self.Y, self.batch, len(self.X)
+        for start in range(0, n, batch):
+            stop = min(start + batch, n)
+            if order is None:
+                yield X[start:stop], Y[start:stop]
+            else:  # mode "clip" (the rows are a permutation, always in range) is unbuffered
+                rows = order[start:stop]
+                yield (
+                    X.take(rows, 0, self.xs[: stop - start], "clip"),
+                    Y.take(rows, 0, self.ys[: stop - start], "clip"),
+                )
+
+
 def _epoch(
-    model: Any,
     params: Any,
-    Xs: np.ndarray,
-    Ys: np.ndarray,
-    batch: int,
+    batches: Batches,
+    order: np.ndarray | None,
+    step: Step,
     opt: Optimizer,
-    steps: dict[int, Callable[[Any, np.ndarray, np.ndarray, float], float]],
     epoch: int,
     on_batch: Callable[[int, int, Any], None] | None,
 ) -> float:
-    """One pass over the (shuffled) rows; the mean of the batch losses."""
-    n_batches, total = -(-len(Xs) // batch), 0.0
-    for i in range(n_batches):
-        Xb, Yb = Xs[i * batch : (i + 1) * batch], Ys[i * batch : (i + 1) * batch]
-        if opt.name == "sgd":  # the fused step: θ ← θ − η ∂L/∂θ, J from its forward pass
-            loss = steps[len(Xb)](params, Xb, Yb, opt.lr)
-            opt.steps += 1
-        else:
-            loss, grads = model.loss_and_grad(params, Xb, Yb)
-            opt.step(_groups(params), _groups(grads))
+    """One pass over the rows, in ``order`` or as they are; the mean of the batch losses."""
+    n_batches, total = len(batches), 0.0
+    for i, (Xb, Yb) in enumerate(batches(order)):
+        loss = step(Xb, Yb)
         total += loss * len(Xb)
         if not math.isfinite(loss):  # NaN parameters show in the next batch's J
             _diverged(epoch, i + 1, n_batches, opt.lr)
         if on_batch is not None:
             on_batch(epoch, i + 1, params)
-    if not all(np.isfinite(a).all() for group in _groups(params) for a in group):
+    if not all(_finite(a) for group in _groups(params) for a in group):
         _diverged(epoch, n_batches, n_batches, opt.lr)
-    return total / len(Xs)
+    return total / len(batches.X)
 
 
 def _metrics(

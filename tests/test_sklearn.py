@@ -225,6 +225,24 @@ def test_warm_start_goes_on_from_the_fitted_weights(iris: tuple[np.ndarray, np.n
         est.fit(X[y < 2], y[y < 2])
 
 
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_fit_trains_on_its_own_arrays(iris: tuple[np.ndarray, np.ndarray], solver: str) -> None:
+    """fit steps on its own flat copy of the parameters with buffers of its own: the shared
+    compiled model keeps no buffers, and a warm start leaves the previous coefs_ arrays as
+    they were (plain SGD: the fused step; with the smaller last batch of 150 = 4·32 + 22)."""
+    X, y = iris
+    kw: dict[str, Any] = dict(solver=solver, momentum=0.0, batch_size=32, random_state=0)
+    est = quiet(LagrangeMLPClassifier((6,), max_iter=2, warm_start=True, **kw), X, y)
+    model = lsk._compiled(est.spec_, "float64")
+    before, values = list(est.coefs_), [c.copy() for c in est.coefs_]
+    quiet(est, X, y)
+    assert not model._buffers
+    for c, v in zip(before, values):
+        np.testing.assert_array_equal(c, v)
+    assert not any(np.shares_memory(c, n) for c in before for n in est.coefs_)
+    assert not np.array_equal(est.coefs_[0], values[0])
+
+
 # --- stopping as scikit-learn stops --------------------------------------------------------
 def test_convergence_warning_as_scikit_learn(iris: tuple[np.ndarray, np.ndarray]) -> None:
     X, y = iris
@@ -320,7 +338,6 @@ def test_regressor_trains_as_check_regressors_train() -> None:
         quiet(reg, X.astype(dtype).tolist(), y.tolist())
         assert reg.predict(X).shape == y.shape
         assert reg.score(X, y) > 0.5
-
 
 
 def test_regressor_outputs(regression: tuple[np.ndarray, np.ndarray]) -> None:

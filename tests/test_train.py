@@ -7,6 +7,8 @@ import pytest
 
 import lagrange_bp as lbp
 from lagrange_bp.datasets import load
+from lagrange_bp.optimizers import Optimizer
+from lagrange_bp.train import Batches
 
 SPEC = lbp.NetworkSpec((2, 8, 2), ("tanh", "softmax"), "cross_entropy")
 
@@ -69,6 +71,50 @@ def test_one_epoch_is_the_sequence_of_batch_updates(moons: object) -> None:
     for (W1, b1), (W2, b2) in zip(res.params, manual):
         np.testing.assert_allclose(W1, W2, rtol=1e-12)
         np.testing.assert_allclose(b1, b2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["nesterov", "adam"])
+def test_an_optimizer_epoch_is_the_list_step_over_the_shuffled_batches(
+    moons: object, name: str
+) -> None:
+    """train steps on one flat array and gathers each shuffled batch into a buffer (issue 14):
+    the same bits as Optimizer.step on separate arrays over X[order] batch by batch, with weight
+    decay and a smaller last batch (23 = 2·10 + 3 rows)."""
+    model = lbp.compile(lbp.NetworkSpec((2, 8, 2), ("tanh", "softmax"), "cross_entropy", 0.01))
+    X, Y = moons.X_train[:23], moons.Y_train[:23]
+    res = lbp.train(model, X, Y, epochs=3, batch_size=10, lr=0.05, seed=1, optimizer=name)
+    params, opt = model.init_params(seed=1), Optimizer(name, 0.05)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        order = rng.permutation(len(X))
+        for start in (0, 10, 20):
+            rows = order[start : start + 10]
+            opt.step(params, model.loss_and_grad(params, X[rows], Y[rows])[1])
+    for (W1, b1), (W2, b2) in zip(res.params, params):
+        np.testing.assert_array_equal(W1, W2)
+        np.testing.assert_array_equal(b1, b2)
+    assert res.state["optimizer"]["steps"] == opt.steps == 9
+
+
+def test_batches_are_the_rows_in_order_cut_into_mini_batches() -> None:
+    """Batches gathers shuffled rows batch by batch into its own buffers."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(23, 3)), rng.normal(size=(23, 2))
+    before = X.copy()
+    for batch in (1, 4, 10, 23):
+        batches = Batches(X, Y, batch)
+        order = rng.permutation(23)
+        sizes = []
+        for i, (Xb, Yb) in enumerate(batches(order)):  # each valid until the next is made
+            rows = order[i * batch : (i + 1) * batch]
+            assert Xb.flags.c_contiguous and np.shares_memory(Xb, batches.xs)
+            np.testing.assert_array_equal(Xb, X[rows])
+            np.testing.assert_array_equal(Yb, Y[rows])
+            sizes.append(len(Xb))
+        assert len(sizes) == len(batches) == -(-23 // batch)
+        assert [len(Xb) for Xb, _ in batches(None)] == sizes
+        np.testing.assert_array_equal(np.concatenate([b for b, _ in batches(None)]), X)
+    np.testing.assert_array_equal(X, before)
 
 
 def test_divergence_names_epoch_and_batch() -> None:
