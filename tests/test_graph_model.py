@@ -4,9 +4,11 @@ datasets; checkpoints; the exact proof of the kernels; the CLI; bad inputs."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from graph_cases import shared, three_consumers, torch_autograd, two_skips
 
 import lagrange_bp as lbp
 from lagrange_bp import checkpoint
+from lagrange_bp.cli import main
 from lagrange_bp.datasets import load
 from lagrange_bp.sequences import generate
 
@@ -256,10 +259,29 @@ def test_bad_inputs_give_clear_errors() -> None:
         lbp.train(model, X, Y, batch_size=0)
 
 
+class Utf8(io.StringIO):
+    """A captured stream that says it is UTF-8, as a terminal's is (the CLI writes ASCII
+    to a stream of another encoding)."""
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lagrange_bp", *args], cwd=cwd, capture_output=True, text=True
-    )
+    """``lagrange-bp args…`` run in this process from ``cwd`` (the CLI's own subprocess tests
+    are in test_cli.py and test_bad_input.py): its exit status, stdout and stderr."""
+    out, err, old = Utf8(), Utf8(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's own errors
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.chdir(old)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_cli_train_recurrent_and_graph(tmp_path: Path) -> None:
