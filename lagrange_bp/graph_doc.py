@@ -21,9 +21,8 @@ from .graph_render import (
     consumers_row,
     graph_blocks,
     latex_of,
-    names_tex,
     origin_tex,
-    tex_name,
+    shared_row,
 )
 from .render import dl_latex
 from .report_doc import (
@@ -162,12 +161,7 @@ def condition_sections(d: GraphDerivation) -> list[list[str]]:
         adjoint += solved_rows(cond, latex_of(d, eq.lhs), [rhs[0].lstrip(), *rhs[1:]])
     gradient: list[str] = []
     for group, first in d.spec.groups.items():
-        uses = d.spec.uses(group)
-        if len(uses) > 1:
-            gradient.append(
-                rf"&\text{{parameters }} {tex_name(group)} \text{{ are shared by }} "
-                rf"{names_tex(uses)}\text{{: each gradient sums over these uses}}"
-            )
+        gradient += shared_row(d.spec, group)
         for name in (*first.weight_names, first.bias_name):
             for p in d.params[name]:
                 lead = dl_latex(latex_of(d, p))

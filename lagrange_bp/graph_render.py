@@ -362,6 +362,17 @@ def _lagrangian_tex(d: GraphDerivation) -> list[str]:
     ]
 
 
+def shared_row(spec: GraphSpec, group: str) -> list[str]:
+    """A row saying that the gradients of a shared parameter set sum over its uses."""
+    uses = spec.uses(group)
+    if len(uses) < 2:
+        return []
+    return [
+        rf"&\text{{parameters }} {tex_name(group)} \text{{ are shared by }} "
+        rf"{names_tex(uses)}\text{{: each gradient sums over these uses}}"
+    ]
+
+
 def consumers_row(spec: GraphSpec, v: str) -> list[str]:
     """A row saying that λ^v sums over the places v is read, when there are several."""
     origins = [*spec.consumers(v), *([LOSS] if v in spec.outputs else [])]
@@ -377,12 +388,7 @@ def consumers_row(spec: GraphSpec, v: str) -> list[str]:
 def _gradients_tex(d: GraphDerivation) -> list[str]:
     rows = []
     for group, first in d.spec.groups.items():
-        uses = d.spec.uses(group)
-        if len(uses) > 1:
-            rows.append(
-                rf"&\text{{parameters }} {tex_name(group)} \text{{ are shared by }} "
-                rf"{names_tex(uses)}\text{{: each gradient sums over these uses}}"
-            )
+        rows += shared_row(d.spec, group)
         for name in (*first.weight_names, first.bias_name):
             for p in d.params[name]:
                 rhs = _latex_sum(d, d.gradient_terms[p], d.gradients[p])

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +44,26 @@ def isolated_records() -> Iterator[None]:
     yield
     get_activation.cache_clear()
     get_loss.cache_clear()
+
+
+def pdflatex(tmp_path: Path, name: str, tex: str, *, fits: bool = True) -> None:
+    """pdflatex turns the complete document ``tex`` into a PDF without errors and, with
+    ``fits``, without a line running off the page (skipped without TeX, except in CI)."""
+    if shutil.which("pdflatex") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI installs TeX Live (.ci/run): pdflatex must be present")
+        pytest.skip("pdflatex is not installed")
+    (tmp_path / f"{name}.tex").write_text(tex, encoding="ascii")
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", f"{name}.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+    log = (tmp_path / f"{name}.log").read_text(encoding="latin-1")
+    if fits:
+        assert "Overfull \\hbox" not in log, log[log.find("Overfull") :][:400]

@@ -5,14 +5,12 @@ checked against it at several T."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from functools import cache
 from pathlib import Path
 
 import pytest
 import sympy as sp
+from conftest import pdflatex
 
 import lagrange_bp as lbp
 from lagrange_bp.graph_bptt import (
@@ -158,23 +156,9 @@ def test_user_text_is_escaped_for_latex_and_markdown() -> None:
 
 
 def compiles(tmp_path: Path, name: str, tex: str) -> None:
-    """pdflatex turns the blocks into a PDF (skipped without TeX, except in CI)."""
-    if shutil.which("pdflatex") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI installs TeX Live (.ci/run): pdflatex must be present")
-        pytest.skip("pdflatex is not installed")
+    """pdflatex turns the blocks, in a minimal document, into a PDF."""
     doc = "\\documentclass{article}\n\\usepackage{amsmath}\n\\begin{document}\n"
-    (tmp_path / f"{name}.tex").write_text(f"{doc}{tex}\n\\end{{document}}\n", encoding="ascii")
-    proc = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", f"{name}.tex"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:]
-    assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+    pdflatex(tmp_path, name, f"{doc}{tex}\n\\end{{document}}\n", fits=False)
 
 
 @pytest.mark.parametrize("name", ["residual", "rnn", "hostile", "shared_underscore"])

@@ -9,16 +9,14 @@ escaped, and compiled with pdflatex where it is installed (always in CI).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 import sympy as sp
+from conftest import pdflatex
 
 import lagrange_bp as lbp
 from lagrange_bp import batch
@@ -66,24 +64,8 @@ def general_report() -> lbp.Report:
 
 
 def compiles(tmp_path: Path, name: str, tex: str) -> None:
-    """pdflatex turns ``tex`` into a PDF without errors (skipped without TeX, except in CI)."""
-    if shutil.which("pdflatex") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI installs TeX Live (.ci/run): pdflatex must be present")
-        pytest.skip("pdflatex is not installed")
-    (tmp_path / f"{name}.tex").write_text(tex, encoding="ascii")
-    proc = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", f"{name}.tex"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:]
-    assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
-    log = (tmp_path / f"{name}.log").read_text(encoding="latin-1")
-    assert "Overfull \\hbox" not in log, "a line runs off the page"
+    """pdflatex sets ``tex`` without errors and without a line running off the page."""
+    pdflatex(tmp_path, name, tex)
 
 
 # --- escaping --------------------------------------------------------------------------------
