@@ -94,14 +94,15 @@ def three_consumers() -> GraphSpec:
     return g.output([c, a], loss="mse")
 
 
-def shared() -> GraphSpec:
-    """An encoder shared by two inputs, and a layer shared twice in depth."""
+def shared(deep: str = "softplus") -> GraphSpec:
+    """An encoder shared by two inputs, and a layer (activation ``deep``) shared twice in
+    depth."""
     g = Graph(inputs=(3, 3))
     e1 = g.layer(g.inputs[0], 3, "tanh", name="enc", node="e1")
     e2 = g.layer(g.inputs[1], 3, "tanh", name="enc", share=True, node="e2")
     s = g.add(e1, e2, name="s")
-    f1 = g.layer(s, 3, "softplus", name="f", node="f1")
-    f2 = g.layer(f1, 3, "softplus", name="f", share=True, node="f2")
+    f1 = g.layer(s, 3, deep, name="f", node="f1")
+    f2 = g.layer(f1, 3, deep, name="f", share=True, node="f2")
     return g.output(g.layer(f2, 2, "softmax", name="out"), loss="cross_entropy")
 
 

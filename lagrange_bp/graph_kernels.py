@@ -32,7 +32,16 @@ from .codegen import Buffers, KernelPrinter, is_product
 from .functions import Activation, Loss, get_activation, get_loss
 from .graph import GraphSpec, NodeSpec
 from .graph_generic import KINDS, NodeEquations, derive_node
-from .kernels import ETA, ROWS, Block, Kernel, body_text, compile_bodies
+from .kernels import (
+    ETA,
+    ROWS,
+    Block,
+    Kernel,
+    body_lines,
+    body_text,
+    compile_bodies,
+    decay_block,
+)
 from .matrices import BATCH, entrywise
 
 KERNELS = ("forward", "adjoint", "loss_and_grad", "sgd_step", "loss")
@@ -347,14 +356,8 @@ class GraphAssembler:
         """J += (α/2) Σ ‖W‖² over every weight matrix, each shared set once (defined, not
         derived; biases are not decayed)."""
         shapes = {w: s for w, s in self.spec.param_shapes().items() if len(s) == 2}
-        W = [MatrixSymbol(w, *s) for w, s in shapes.items()]
-        half = self.printer.scalar(self.alpha / 2)
-        norms = " + ".join(f"np.vdot({var(w)}, {var(w)})" for w in shapes)
-        return Block(
-            f"J += (α/2) Σ ‖W‖², α = {self.spec.weight_decay!r} (biases are not decayed)",
-            [f"loss += {half} * ({norms})"],
-            self.alpha / 2 * sp.Add(*[sp.Trace(M.T * M) for M in W]),
-        )
+        W = {var(w): MatrixSymbol(w, *s) for w, s in shapes.items()}
+        return decay_block(self.printer, self.alpha, self.spec.weight_decay, W, "Σ ‖W‖²")
 
     def _readers(self, name: str) -> set[str]:
         """The nodes whose Λ reads the weight ``name`` (W_j of a use: Λ_{u_j} = … + G W_j)."""
@@ -440,14 +443,7 @@ def _header(name: str, spec: GraphSpec, buffers: list[str], blocks: list[Block |
 
 
 def _function(name: str, spec: GraphSpec, buffers: list[str], blocks: list[Block | str]) -> str:
-    lines = _header(name, spec, buffers, blocks)
-    for b in blocks:
-        if isinstance(b, Block):
-            lines.append(f"    # {b.label}")
-            lines += [f"    {line}" for line in b.lines]
-        else:
-            lines.append(f"    {b}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(_header(name, spec, buffers, blocks) + body_lines(blocks)) + "\n"
 
 
 def build_graph_kernels(

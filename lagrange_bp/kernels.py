@@ -12,7 +12,7 @@ statements carries a comment naming its equation; the blocks form five functions
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,14 +194,26 @@ class Assembler:
     def decay_block(self) -> Block:
         """J += (α/2) Σ_k ‖W^k‖²: the objective's weight decay term (not derived: defined)."""
         n, w = self.spec.depth, self.spec.widths
-        W = [MatrixSymbol(f"W{k}", w[k], w[k - 1]) for k in range(1, n + 1)]
-        half = self.printer.scalar(self.alpha / 2)
-        norms = " + ".join(f"np.vdot(W{k}, W{k})" for k in range(1, n + 1))
-        return Block(
-            f"J += (α/2) Σ_k ‖W^k‖², α = {self.spec.weight_decay!r} (biases are not decayed)",
-            [f"loss += {half} * ({norms})"],
-            self.alpha / 2 * sp.Add(*[sp.Trace(Wk.T * Wk) for Wk in W]),
-        )
+        W = {f"W{k}": MatrixSymbol(f"W{k}", w[k], w[k - 1]) for k in range(1, n + 1)}
+        return decay_block(self.printer, self.alpha, self.spec.weight_decay, W, "Σ_k ‖W^k‖²")
+
+
+def decay_block(
+    printer: KernelPrinter,
+    alpha: sp.Rational,
+    shown: float,
+    weights: dict[str, MatrixSymbol],
+    sum_text: str,
+) -> Block:
+    """``loss += (α/2) Σ vdot(W, W)`` over ``weights`` (array name → its matrix symbol), α
+    exact (``shown`` as the spec writes it): the objective's weight decay term, defined, not
+    derived; biases are not decayed."""
+    norms = " + ".join(f"np.vdot({name}, {name})" for name in weights)
+    return Block(
+        f"J += (α/2) {sum_text}, α = {shown!r} (biases are not decayed)",
+        [f"loss += {printer.scalar(alpha / 2)} * ({norms})"],
+        alpha / 2 * sp.Add(*[sp.Trace(M.T * M) for M in weights.values()]),
+    )
 
 
 def _forward_label(act: Activation, k: int) -> str:
@@ -247,13 +259,19 @@ def _function(name: str, spec: NetworkSpec, buffers: list[str], blocks: list[Blo
     lines = [f"def {name}({args}):", *doc, f"    {unpack}, = params", "    B = X.shape[0]"]
     if buffers:
         lines.append(f"    {', '.join(buffers)}, = buf")
+    return "\n".join(lines + body_lines(blocks)) + "\n"
+
+
+def body_lines(blocks: Sequence[Block | str]) -> list[str]:
+    """A kernel's statements, indented: each block after a comment naming its equation."""
+    lines: list[str] = []
     for b in blocks:
         if isinstance(b, Block):
             lines.append(f"    # {b.label}")
             lines += [f"    {line}" for line in b.lines]
         else:
             lines.append(f"    {b}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def build_kernels(spec: NetworkSpec) -> tuple[dict[str, Kernel], dict[str, tuple[int | str, ...]]]:

@@ -1,6 +1,7 @@
-"""Graphs the graph tests share: a residual MLP with two skips, a node read by three consumers
-(one of them also an output), and shared layers (one encoder for two inputs, a layer twice in
-depth); and the PyTorch autograd reference the graph tests compare with."""
+"""Graphs the graph tests share: a residual MLP with two skips, and the general proof's own
+graphs with a node read by three consumers (one of them also an output) and shared layers (one
+encoder for two inputs, a layer twice in depth); and the PyTorch autograd reference the graph
+tests compare with."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import numpy as np
 import pytest
 
 import lagrange_bp as lbp
+from lagrange_bp.graph_general import shared, three_consumers
+
+__all__ = ["shared", "three_consumers", "torch_autograd", "two_skips"]
 
 
 def two_skips() -> lbp.GraphSpec:
@@ -20,28 +24,6 @@ def two_skips() -> lbp.GraphSpec:
     h3 = g.layer(s1, 4, "sigmoid", name="h3")
     s2 = g.add(s1, h3, name="s2")
     return g.output(g.layer([s2, x0], 3, "softmax", name="out"), loss="cross_entropy")
-
-
-def three_consumers() -> lbp.GraphSpec:
-    """h is read by a, b and c; a is also an output (its λ has a loss term too)."""
-    g = lbp.Graph(inputs=(2, 3))
-    u, v = g.inputs
-    h = g.layer([u, v], 3, "sigmoid", name="h")
-    a = g.layer(h, 2, "tanh", name="a")
-    b = g.layer(h, 2, "relu", name="b")
-    c = g.layer([h, a, b], 2, "identity", name="c")
-    return g.output([c, a], loss="mse")
-
-
-def shared(deep: str = "softplus") -> lbp.GraphSpec:
-    """One encoder shared by two inputs, and a layer (activation ``deep``) shared twice in depth."""
-    g = lbp.Graph(inputs=(3, 3))
-    e1 = g.layer(g.inputs[0], 3, "tanh", name="enc", node="e1")
-    e2 = g.layer(g.inputs[1], 3, "tanh", name="enc", share=True, node="e2")
-    s = g.add(e1, e2, name="s")
-    f1 = g.layer(s, 3, deep, name="f", node="f1")
-    f2 = g.layer(f1, 3, deep, name="f", share=True, node="f2")
-    return g.output(g.layer(f2, 2, "softmax", name="out"), loss="cross_entropy")
 
 
 def torch_autograd(spec: lbp.GraphSpec, params: dict, X: np.ndarray, Y: np.ndarray) -> tuple:
