@@ -41,6 +41,7 @@ from .kernels import (
     body_text,
     compile_bodies,
     decay_block,
+    vjp_label,
 )
 from .matrices import BATCH, entrywise
 
@@ -285,13 +286,7 @@ class GraphAssembler:
                 f"G^{v} = Dσ(Z^{v})ᵀ Λ^{v} with Λ^{v} substituted: entrywise {body_text(G)}, "
                 f"x from X^{v}, y from Y^{v}"
             )
-        act = self.act(node)
-        if not act.elementwise:
-            return f"G^{v} = Dσ(Z^{v})ᵀ Λ^{v} = X^{v} ⊙ (Λ^{v} − rowsum(X^{v} ⊙ Λ^{v}))"
-        form = getattr(act, "output_form", None)
-        if form is not None:
-            return f"G^{v} = σ'(Z^{v}) ⊙ Λ^{v}, σ' = {sp.sstr(form)} in x = X^{v}"
-        return f"G^{v} = σ'(Z^{v}) ⊙ Λ^{v}, σ'(z) = {sp.sstr(act.derivative_form)}"  # type: ignore[attr-defined]
+        return vjp_label(self.act(node), v, "σ'")
 
     def param_blocks(self, node: NodeSpec, mode: str, state: Progress) -> list[Block | str]:
         """∂L/∂W_j (+)= −G_vᵀ X_{u_j}, ∂L/∂b (+)= −1ᵀ G_v, and with ``update``

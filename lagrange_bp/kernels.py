@@ -224,13 +224,15 @@ def _forward_label(act: Activation, k: int) -> str:
     return f"X^{k} = σ_{k}(Z^{k}), σ_{k}(z) = {act.text}"
 
 
-def vjp_label(act: Activation, k: int) -> str:
+def vjp_label(act: Activation, k: int | str, sigma: str | None = None) -> str:
+    """The comment of G^k's block (k a layer, or a graph's node with ``sigma`` "σ'")."""
     if not act.elementwise:
         return f"G^{k} = Dσ(Z^{k})ᵀ Λ^{k} = X^{k} ⊙ (Λ^{k} − rowsum(X^{k} ⊙ Λ^{k}))"
+    s = f"σ'_{k}" if sigma is None else sigma
     form = getattr(act, "output_form", None)
     if form is not None:
-        return f"G^{k} = σ'_{k}(Z^{k}) ⊙ Λ^{k}, σ'_{k} = {sp.sstr(form)} in x = X^{k}"
-    return f"G^{k} = σ'_{k}(Z^{k}) ⊙ Λ^{k}, σ'_{k}(z) = {sp.sstr(act.derivative_form)}"  # type: ignore[attr-defined]
+        return f"G^{k} = {s}(Z^{k}) ⊙ Λ^{k}, {s} = {sp.sstr(form)} in x = X^{k}"
+    return f"G^{k} = {s}(Z^{k}) ⊙ Λ^{k}, {s}(z) = {sp.sstr(act.derivative_form)}"  # type: ignore[attr-defined]
 
 
 SIGNATURES = {
