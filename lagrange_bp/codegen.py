@@ -45,10 +45,12 @@ class Buffers:
 
     shapes: dict[str, Shape] = field(default_factory=dict)
     external: dict[str, Shape] = field(default_factory=dict)  # params and data, not allocated
+    aliases: dict[str, str] = field(default_factory=dict)  # a name bound to another's array
     counter: Iterator[int] = field(default_factory=itertools.count)
 
     def shape_of(self, name: str) -> Shape:
         base = name.removesuffix(".T")
+        base = self.aliases.get(base, base)
         shape = self.shapes.get(base) or self.external[base]
         return shape[::-1] if name.endswith(".T") else shape
 
@@ -90,12 +92,44 @@ class KernelPrinter(Printer):
         self.scratch: list[str] = []  # names to use, in order, for the next temporaries
         #: z → the buffers of each sample's max and Σ e^{z − max} of the softmax printed from z
         self.softmax_rows: dict[str, tuple[str, str]] = {}
+        #: how many expressions that read their out were computed in a temporary and copied
+        self.copies_back = 0
 
     def assign(self, out: str, expr: sp.Basic, scratch: tuple[str, ...] = ()) -> list[str]:
         """The statements that compute ``expr`` into the array ``out``."""
         start, self.scratch = len(self.lines), list(scratch)
         self._print(expr, out=out)
         return self.lines[start:]
+
+    def total(self, out: str, expr: sp.Basic) -> tuple[list[str], str]:
+        """The statements and the code of Σ over every entry of ``expr`` (a loss's entrywise
+        terms): ``c * np.vdot(U, V)`` when it is c U ⊙ V or c U² with U, V of out's shape
+        (one BLAS dot: no pass for the product, none for the sum), else ``np.add.reduce``
+        over ``expr`` computed into ``out``."""
+        start = len(self.lines)
+        e = self.to_scalar(expr)
+        factors = sp.Mul.make_args(e)
+        coeff = sp.Mul(*[f for f in factors if self.is_scalar(f)])
+        arrays = [f for f in factors if not self.is_scalar(f)]
+        if len(arrays) == 1 and arrays[0].is_Pow and arrays[0].exp == 2:
+            arrays = [arrays[0].base, arrays[0].base]
+        shape = self.buffers.shape_of(out)
+        if len(arrays) == 2 and all(
+            self.leaf(a) is None or self.buffers.shape_of(str(a)) == shape for a in arrays
+        ):
+            codes: list[str] = []
+            for a in arrays if arrays[0] != arrays[1] else arrays[:1]:
+                code = self.leaf(a)
+                if code is None and out not in codes:  # the first one computed into out
+                    self._entrywise(out, a)
+                    code = out
+                codes.append(code if code is not None else self._operand(a, out))
+            dot = f"np.vdot({codes[0]}, {codes[-1]})"
+            if coeff != 1:
+                dot = f"-{dot}" if coeff == -1 else f"{self.scalar(coeff)} * {dot}"
+            return self.lines[start:], dot
+        self._entrywise(out, e)
+        return self.lines[start:], f"np.add.reduce({out}, axis=None)"
 
     def emit(self, line: str) -> None:
         self.lines.append(line)
@@ -190,17 +224,33 @@ class KernelPrinter(Printer):
             self._entrywise(out, self.to_scalar(e))
             return
         kind = _reduction(rest)
-        if kind == "batch":  # 1ᵀ M: the sum over samples, shape (n,)
-            self.call("np.add.reduce", self.operand(mats[1]), axis="0", out=out)
-        elif kind == "sample":  # M 1 1ᵀ: each sample's sum, shape (B, 1)
-            self.call("np.add.reduce", self.operand(mats[0]), axis="1", keepdims="True", out=out)
-        elif len(mats) == 2:
-            a, b = self.operand(mats[0]), self.operand(mats[1])
-            self.call("np.matmul", a, b, out=out)
-        else:
+        if kind == "batch":  # c 1ᵀ M: the sum over samples, shape (n,)
+            self.sum(kind, self.operand(mats[1]), coeff, out)
+            return
+        if kind == "sample":  # c M 1 1ᵀ: each sample's sum, shape (B, 1)
+            self.sum(kind, self.operand(mats[0]), coeff, out)
+            return
+        if len(mats) != 2:
             raise NotImplementedError(f"matrix product of {len(mats)} factors: {e}")
+        self.call("np.matmul", self.operand(mats[0]), self.operand(mats[1]), out=out)
         if coeff != 1:
             self._entrywise(out, coeff * self.array(out))
+
+    def sum(self, kind: str, m: str, coeff: sp.Expr, out: str) -> None:
+        """c 1ᵀ M (kind "batch": over the samples, shape (n,)) or c M 1 (kind "sample": each
+        sample's sum, shape (B, 1)) as one BLAS product with a vector that holds c: NumPy's
+        add.reduce loops row by row (2-4× slower at a batch of 200), and c costs no pass of
+        its own. The vector is filled here, before each use: no buffer's contents are
+        trusted (``verify(model)`` runs the kernels on buffers of random values)."""
+        rows, cols = self.buffers.shape_of(m)
+        if kind == "batch":
+            vector = self.buffers.declare(f"sum_{rows}", (rows,))
+            operands = (vector, m)
+        else:
+            vector = self.buffers.declare(f"sum_{cols}", (cols, 1))
+            operands = (m, vector)
+        self.fill(vector, self.scalar(coeff))
+        self.call("np.matmul", *operands, out=out)
 
     def _print_MatAdd(self, e: MatAdd, out: str) -> None:
         """A product plus entrywise terms: the product straight into out, then the rest."""
@@ -217,11 +267,11 @@ class KernelPrinter(Printer):
     def _print_Softmax(self, e: Any, out: str) -> None:
         """e^{z − max z} / Σ e^{z − max z} by samples: no overflow for any finite z. Each
         sample's max and sum stay in their buffers for a log-softmax of the same z later."""
-        z, m, r = self.operand(e.arg), self._sample_buffer(out, "max"), self._sample_buffer(out)
-        self.call("np.maximum.reduce", z, axis="1", keepdims="True", out=m)
+        z, r = self.operand(e.arg), self._sample_buffer(out)
+        m = self._row_max(z, out)
         self.call("np.subtract", z, m, out=out)
         self.call("np.exp", out, out=out)
-        self.call("np.add.reduce", out, axis="1", keepdims="True", out=r)
+        self.sum("sample", out, sp.S.One, r)
         self.call("np.divide", out, r, out=out)
         self.softmax_rows[z] = (m, r)
 
@@ -236,16 +286,27 @@ class KernelPrinter(Printer):
             self.call("np.subtract", z, r, out=out)
             return
         e_ = self.temp(self.buffers.shape_of(out))
-        self.call("np.maximum.reduce", z, axis="1", keepdims="True", out=r)
-        self.call("np.subtract", z, r, out=out)
+        self.call("np.subtract", z, self._row_max(z, out), out=out)
         self.call("np.exp", out, out=e_)
-        self.call("np.add.reduce", e_, axis="1", keepdims="True", out=r)
+        self.sum("sample", e_, sp.S.One, r)
         self.call("np.log", r, out=r)
         self.call("np.subtract", out, r, out=out)
 
-    def _sample_buffer(self, like: str, what: str = "rows") -> str:
-        """A (B, 1) buffer for each sample's maximum or sum, named after the layer's array."""
-        name = f"{like}_{what}"
+    def _row_max(self, z: str, like: str) -> str:
+        """Each sample's max of z, in a (1, B) buffer named after ``like``; returned as the
+        (B, 1) column that the statements read. Taken over the columns of zᵀ (copied into
+        a buffer): NumPy's max along each row of a (B, n) array loops row by row, 3× slower
+        at a batch of 200 and 10 classes."""
+        samples, n = self.buffers.shape_of(z)
+        zt = self.buffers.declare(f"{like}_zt", (n, samples))
+        m = self.buffers.declare(f"{like}_max", (1, samples))
+        self.copy(zt, f"{z}.T")
+        self.call("np.maximum.reduce", zt, axis="0", keepdims="True", out=m)
+        return f"{m}.T"
+
+    def _sample_buffer(self, like: str) -> str:
+        """A (B, 1) buffer for each sample's sum, named after the layer's array."""
+        name = f"{like}_rows"
         self.buffers.declare(name, (self.buffers.shape_of(like)[0], 1))
         return name
 
@@ -293,6 +354,7 @@ class KernelPrinter(Printer):
             self.fill(out, self.scalar(e))
             return
         if me in e.free_symbols and not _in_place_safe(e, me, self.is_scalar):
+            self.copies_back += 1
             tmp = self.temp(self.buffers.shape_of(out))
             self._entrywise(tmp, e)
             self.copy(out, tmp)
@@ -404,6 +466,7 @@ class KernelPrinter(Printer):
         arrays = [f for f in factors if not self.is_scalar(f)]
         divisors = [1 / f for f in arrays if f.is_Pow and f.exp.is_negative]
         arrays = [f for f in arrays if not (f.is_Pow and f.exp.is_negative)]
+        reader = next((f for f in arrays if f != me and f.has(me)), None)
         if me in arrays:  # out ← out · rest
             arrays.remove(me)
         elif len(arrays) == 1 and not divisors and self.leaf(arrays[0]) is not None:
@@ -417,11 +480,15 @@ class KernelPrinter(Printer):
             d = divisors.pop(0)
             self.call("np.divide", self.scalar(coeff), self._operand(d, out), out=out)
             coeff = sp.S.One
-        elif len(arrays) >= 2 and all(self.leaf(f) is not None for f in arrays[:2]):
+        elif (
+            reader is None
+            and len(arrays) >= 2
+            and all(self.leaf(f) is not None for f in arrays[:2])
+        ):
             self.call("np.multiply", str(arrays[0]), str(arrays[1]), out=out)
             arrays = arrays[2:]
-        else:
-            first = next((f for f in arrays if self.leaf(f) is None), arrays[0])
+        else:  # the factor that reads out (``_in_place_safe``) first, before out is written
+            first = reader or next((f for f in arrays if self.leaf(f) is None), arrays[0])
             arrays.remove(first)
             self._compute(out, first)
         for f in arrays:
@@ -584,6 +651,17 @@ class TorchPrinter(KernelPrinter):
         ignored = next((h for h in self.held if self.buffers.external.get(h) == shape), "zero")
         self.bind(out, f"torch.addmm({ignored}, {a}, {b}, beta=0, alpha={self.scalar(coeff)})")
 
+    def total(self, out: str, expr: sp.Basic) -> tuple[list[str], str]:
+        """The statements that compute ``expr`` into out, and ``torch.sum(out)``."""
+        return self.assign(out, expr), f"torch.sum({out})"
+
+    def sum(self, kind: str, m: str, coeff: sp.Expr, out: str) -> None:
+        """torch.sum over the samples or over each sample's entries, then c."""
+        options = {"axis": "0"} if kind == "batch" else {"axis": "1", "keepdims": "True"}
+        self.call("np.add.reduce", m, out=out, **options)
+        if coeff != 1:
+            self._entrywise(out, coeff * self.array(out))
+
     def _print_Softmax(self, e: Any, out: str) -> None:
         """e^{z − max z} / Σ e^{z − max z} by samples, torch's fused and stable form."""
         self.bind(out, f"torch.softmax({self.operand(e.arg)}, dim={e.axis})")
@@ -622,13 +700,22 @@ def _reduction(e: sp.Basic) -> str | None:
 
 def _in_place_safe(e: sp.Expr, me: sp.Symbol, is_scalar: Callable[[sp.Expr], bool]) -> bool:
     """Whether e can be computed into the array it reads: a chain of one-argument steps
-    ending at it, or it ± / · a rest that does not read it."""
+    ending at it, or it ± / · a rest that does not read it, or f · A · … with arrays A, …
+    and one factor f that is such a chain (``_print_Mul`` computes f into it first)."""
     if e == me:
         return True
     if e.is_Add or e.is_Mul:
         inner = [a for a in e.args if not is_scalar(a)]
-        if me in inner and not any(a.has(me) for a in inner if a != me):
+        readers = [a for a in inner if a.has(me)]
+        if readers == [me]:
             return True
+        if (
+            e.is_Mul
+            and len(readers) == 1
+            and not (readers[0].is_Pow and readers[0].exp.is_negative)
+            and all(a.is_Symbol for a in inner if a is not readers[0])
+        ):
+            return _in_place_safe(readers[0], me, is_scalar)
         return len(inner) == 1 and _in_place_safe(inner[0], me, is_scalar)
     if e.is_Pow:
         return is_scalar(e.exp) and _in_place_safe(e.base, me, is_scalar)

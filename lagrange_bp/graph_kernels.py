@@ -237,7 +237,8 @@ class GraphAssembler:
         self.buffers.declare(f"f_{v}", ("B", node.width))
         terms = self.terms(node)
         label = f"J_{v} = (1/B) Σ_ij f(X^{v}_ij, Y^{v}_ij), f = {body_text(terms)}"
-        return self.block(label, f"f_{v}", terms)
+        lines, total = self.printer.total(f"f_{v}", terms)
+        return Block(label, [*lines, f"J_{v} = {total}"], terms)
 
     # --- the backward pass -----------------------------------------------------------------
     def multiplier(self, node: NodeSpec, mode: str) -> list[Block | str]:
@@ -448,8 +449,7 @@ def build_graph_kernels(
     asm = GraphAssembler(spec)
     forward = [b for n in spec.nodes if n.op in KINDS for b in asm.forward(n)]
     loss: list[Block | str] = [asm.loss_terms(spec.node(o)) for o in spec.outputs]
-    total = " + ".join(f"np.add.reduce(f_{o}, axis=None)" for o in spec.outputs)
-    loss.append(f"loss = ({total}) / B")
+    loss.append(f"loss = ({' + '.join(f'J_{o}' for o in spec.outputs)}) / B")
     if spec.weight_decay:
         loss.append(asm.decay_block())
     lams = "{" + ", ".join(f'"{v}": lam_{v}' for v in asm.eqs) + "}"

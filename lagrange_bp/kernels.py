@@ -77,7 +77,15 @@ def body_text(e: sp.Basic) -> str:
 
 
 class Assembler:
-    """Builds every layer's blocks with one printer, one buffer registry and one name table."""
+    """Builds every layer's blocks with one printer, one buffer registry and one name table.
+
+    Where Z^k has a buffer of its own and G^k can be computed in it without a copy (σ'
+    a chain of one-argument steps, as relu's step(z)), it is (Z^k is not read after G^k in
+    any kernel), and g{k} names that array: one (B, n_k) buffer fewer per layer, which keeps
+    a training step's arrays in cache (``G_IN_Z``; the PyTorch backend, whose tensors are
+    not buffers, keeps its own)."""
+
+    G_IN_Z = True
 
     def __init__(self, spec: NetworkSpec) -> None:
         self.spec = spec
@@ -133,7 +141,7 @@ class Assembler:
             s.W_next: f"W{k + 1}",
         }
         self.printer.sizes = sizes
-        for name in {z, x, f"lam{k}", f"g{k}"}:
+        for name in {z, x, f"lam{k}"}:
             self.buffers.declare(name, ("B", w[k]))
         self.buffers.external |= {
             f"W{k}": (w[k], w[k - 1]),
@@ -155,7 +163,8 @@ class Assembler:
         if k == n:
             self.buffers.declare("loss_terms", ("B", w[k]))
             label = f"J = (1/B) Σ_ij f(X^{k}_ij, Y_ij), f = {body_text(terms)}"
-            self.loss_block = self.block(label, "loss_terms", terms)
+            lines, total = self.printer.total("loss_terms", terms)
+            self.loss_block = Block(label, [*lines, f"loss = {total} / B"], terms)
             lam_n = entrywise(self.loss.kernel_adjoint_body(), X, Y)  # −(1/B) ∂f/∂x, stable
             code.adjoint.append(
                 self.block(f"Λ^{k} = −(1/B) ∂ℓ/∂x(X^{k}, Y) = {body_text(lam_n)}", f"lam{k}", lam_n)
@@ -168,7 +177,7 @@ class Assembler:
             adjoint = to_rows(g.adjoint.rhs)
             code.adjoint.append(self.block(f"Λ^{k} = G^{k + 1} W^{k + 1}", f"lam{k}", adjoint))
             label = vjp_label(act, k)
-        code.vjp.append(self.block(label, f"g{k}", G))
+        code.vjp.append(self.vjp_block(label, k, z if z != x else None, G))
         gW = self.buffers.declare(f"gW{k}", (w[k], w[k - 1]))
         gb = self.buffers.declare(f"gb{k}", (w[k],))
         dW = sp.transpose(to_rows(g.weight_gradient.rhs)).doit()  # W keeps its (n_k, n_{k-1})
@@ -185,6 +194,20 @@ class Assembler:
             self.block(f"b^{k} ← b^{k} − η ∂L/∂b^{k}", f"b{k}", (b_row - ETA * db).doit(), (gb,))
         )
         return code
+
+    def vjp_block(self, label: str, k: int, z: str | None, G: sp.Basic) -> Block:
+        """G^k's block: in Z^k's buffer ``z`` (None: Z^k has none) where it needs no copy
+        there, ``g{k}`` then naming that array; else in a buffer of its own."""
+        if self.G_IN_Z and z is not None:
+            copies, lines = self.printer.copies_back, len(self.printer.lines)
+            block = self.block(f"{label} (in {z}: Z^{k} is not read after)", z, G)
+            if self.printer.copies_back == copies:
+                block.lines.append(f"g{k} = {z}")
+                self.buffers.aliases[f"g{k}"] = z
+                return block
+            del self.printer.lines[lines:]  # printed again, into a buffer of its own
+        self.buffers.declare(f"g{k}", self.buffers.shape_of(f"lam{k}"))
+        return self.block(label, f"g{k}", G)
 
     def build(self) -> dict[int, LayerCode]:
         for k in range(1, self.spec.depth + 1):
@@ -283,7 +306,7 @@ def build_kernels(spec: NetworkSpec) -> tuple[dict[str, Kernel], dict[str, tuple
     n = spec.depth
     assert asm.loss_block is not None
     forward = [b for k in range(1, n + 1) for b in layers[k].forward]
-    loss: list[Block | str] = [asm.loss_block, "loss = np.add.reduce(loss_terms, axis=None) / B"]
+    loss: list[Block | str] = [asm.loss_block]
     if spec.weight_decay:
         loss.append(asm.decay_block())
 

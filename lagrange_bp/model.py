@@ -101,11 +101,15 @@ def _first_rows(
     a: np.ndarray, symbolic: tuple[int | str, ...], shape: tuple[int, ...], rows: int
 ) -> np.ndarray:
     """The buffer ``a`` for a batch of ``rows``: ``a`` itself when its shape has no batch
-    axis, its first rows (contiguous) when the batch axis is the first, else a new array."""
+    axis, its first rows (contiguous) when the batch axis is the first, its first columns
+    when it is the last (a sample's values by column, as the softmax's row maximum takes
+    them), else a new array."""
     if "B" not in symbolic:
         return a
-    if symbolic[0] == "B" and "B" not in symbolic[1:]:
+    if symbolic.count("B") == 1 and symbolic[0] == "B":
         return a[:rows]
+    if symbolic.count("B") == 1 and symbolic[-1] == "B":
+        return a[..., :rows]
     return np.empty(shape, a.dtype)
 
 

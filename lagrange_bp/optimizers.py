@@ -9,7 +9,9 @@ how a step uses it. With t the step count (from 1) and η the learning rate:
 * ``momentum``:  v ← μ v + g (v = g at the first step), θ ← θ − η v       (torch: momentum=μ)
 * ``nesterov``:  v as above, θ ← θ − η (g + μ v)                          (torch: nesterov=True)
 * ``adam``:      m ← β₁ m + (1 − β₁) g, s ← β₂ s + (1 − β₂) g²,
-                 θ ← θ − (η / (1 − β₁ᵗ)) m / (√s / √(1 − β₂ᵗ) + ε)
+                 θ ← θ − (η / (1 − β₁ᵗ)) m / (√s / √(1 − β₂ᵗ) + ε),
+                 computed as θ − (η √(1 − β₂ᵗ) / (1 − β₁ᵗ)) m / (√s + ε √(1 − β₂ᵗ)):
+                 the same number, with one pass over the parameters fewer
 
 A step is entrywise, so it can run on every parameter at once: ``Optimizer.step_flat`` takes the
 parameters and the gradient each as one flat array (``pack`` makes one, with the per-layer
@@ -112,8 +114,8 @@ class Optimizer:
             for p, d, v, (t, _) in zip(theta, g, self.slots["velocity"], self.work):
                 self._momentum(p, d, v, t)
         else:
-            for p, d, m, s, (t, u) in zip(theta, g, self.slots["m"], self.slots["s"], self.work):
-                self._adam(p, d, m, s, t, u)
+            for p, d, m, s, (u, t) in zip(theta, g, self.slots["m"], self.slots["s"], self.work):
+                self._adam(p, d, m, s, u, t)
 
     def step_flat(
         self, theta: np.ndarray, g: np.ndarray, shapes: Sequence[tuple[int, ...]]
@@ -121,7 +123,9 @@ class Optimizer:
         """``step`` on every parameter at once: ``theta`` and ``g`` hold the parameters and
         the gradient end to end (``pack_params``; ``shapes`` are the parameters' shapes, in
         order, for the slots the state reports per parameter). The same arithmetic in the
-        same order as ``step``, so the same result bit for bit, in a few NumPy calls."""
+        same order as ``step``, so the same result bit for bit, in a few NumPy calls. ``g``
+        is overwritten (Adam's last passes run in it): it is the gradient buffer that the
+        next ``loss_and_grad`` writes again, and one array less keeps a step in cache."""
         if len(self.flat_work) != 2 or self.flat_work[0].size != theta.size:
             self._pack_slots(shapes, theta.dtype)
             self.flat_work = (np.empty_like(theta), np.empty_like(theta))
@@ -133,7 +137,7 @@ class Optimizer:
         elif self.name in ("momentum", "nesterov"):
             self._momentum(theta, g, self.flat["velocity"], t)
         else:
-            self._adam(theta, g, self.flat["m"], self.flat["s"], t, u)
+            self._adam(theta, g, self.flat["m"], self.flat["s"], u, g)
 
     def _momentum(self, p: np.ndarray, d: np.ndarray, v: np.ndarray, t: np.ndarray) -> None:
         if self.steps == 1:
@@ -155,23 +159,24 @@ class Optimizer:
         d: np.ndarray,
         m: np.ndarray,
         s: np.ndarray,
-        t: np.ndarray,
         u: np.ndarray,
+        t: np.ndarray,
     ) -> None:
+        """One Adam step of p with the gradient d; u and t are work arrays, and t may be d
+        itself (d is not read once t is written)."""
         b1, b2 = self.betas
-        c1, c2 = 1 - b1**self.steps, 1 - b2**self.steps
+        c1, c2 = 1 - b1**self.steps, math.sqrt(1 - b2**self.steps)
         np.multiply(m, b1, out=m)
-        np.multiply(d, 1 - b1, out=t)
-        np.add(m, t, out=m)
+        np.multiply(d, 1 - b1, out=u)
+        np.add(m, u, out=m)
         np.multiply(s, b2, out=s)
-        np.multiply(d, 1 - b2, out=t)
-        np.multiply(t, d, out=t)
-        np.add(s, t, out=s)
-        np.sqrt(s, out=u)  # √s / √(1 − β₂ᵗ) + ε
-        np.divide(u, math.sqrt(c2), out=u)
-        np.add(u, self.eps, out=u)
-        np.multiply(m, self.lr / c1, out=t)  # (η / (1 − β₁ᵗ)) m
-        np.divide(t, u, out=t)
+        np.multiply(d, 1 - b2, out=u)
+        np.multiply(u, d, out=u)
+        np.add(s, u, out=s)
+        np.sqrt(s, out=u)  # √s + ε √(1 − β₂ᵗ)
+        np.add(u, self.eps * c2, out=u)
+        np.divide(m, u, out=t)  # (η √(1 − β₂ᵗ) / (1 − β₁ᵗ)) m / (√s + ε √(1 − β₂ᵗ))
+        np.multiply(t, self.lr * c2 / c1, out=t)
         np.subtract(p, t, out=p)
 
     def _pack_slots(self, shapes: Sequence[tuple[int, ...]], dtype: Any = None) -> None:

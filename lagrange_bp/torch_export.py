@@ -47,7 +47,10 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 class TorchAssembler(Assembler):
     """The NumPy kernels' assembler with the PyTorch printer, plus the blocks only the torch
     backward needs: Λ^N from the gradient torch passes back and the output layer's general
-    G^N, and Λ^0 = G^1 W^1 for an input that requires grad."""
+    G^N, and Λ^0 = G^1 W^1 for an input that requires grad. Its tensors are made, not
+    buffers: G^k has a tensor of its own."""
+
+    G_IN_Z = False
 
     def __init__(self, spec: NetworkSpec) -> None:
         super().__init__(spec)
@@ -169,7 +172,7 @@ def build_torch_kernels(spec: NetworkSpec) -> dict[str, TorchKernel]:
     n = spec.depth
     assert asm.loss_block is not None
     forward: list[Block | str] = [b for k in range(1, n + 1) for b in layers[k].forward]
-    loss: list[Block | str] = [asm.loss_block, "loss = torch.sum(loss_terms) / B"]
+    loss: list[Block | str] = [asm.loss_block]
     if spec.weight_decay:
         norms = " + ".join(f"torch.sum(W{k} * W{k})" for k in range(1, n + 1))
         loss.append(f"loss = loss + {float(spec.weight_decay) / 2!r} * ({norms})")

@@ -175,7 +175,8 @@ def test_source_and_equations_are_inspectable() -> None:
     assert "    Equations, in order:\n      Z^1 = X^0 W^1ᵀ + 1 b^1ᵀ" in src
     assert "    # X^1 = tanh(Z^1)\n    np.tanh(x1, out=x1)\n" in src
     assert "np.matmul(X, W1.T, out=x1)" in src  # Z^1 kept in x1's buffer: σ' reads X^1 only
-    assert "    np.subtract(Y, x2, out=g2)\n    np.divide(g2, B, out=g2)\n" in src  # (Y − X^2)/B
+    # (Y − X^2)/B, in Z^2's buffer: the loss read Z^2 (log-softmax), nothing reads it after
+    assert "    np.subtract(Y, x2, out=z2)\n    np.divide(z2, B, out=z2)\n    g2 = z2\n" in src
     assert "np.square(x1, out=" in src  # tanh' = 1 − x², from the record's output form
     update = src.split("# W^2 ←", 1)[1]  # the loss block before it negates −Σ y log x
     assert "-1.0" not in update and "np.negative" not in update  # signs folded: W ← W + η GᵀX

@@ -65,8 +65,8 @@ MUTATIONS = [
     (
         "1/B twice",
         "loss_and_grad",
-        "    np.divide(g3, B, out=g3)\n",
-        "    np.divide(g3, B, out=g3)\n    np.divide(g3, B, out=g3)\n",
+        "    np.divide(z3, B, out=z3)\n",  # G^3 in Z^3's buffer
+        "    np.divide(z3, B, out=z3)\n    np.divide(z3, B, out=z3)\n",
         "loss_and_grad: ∂L/∂W^1",
     ),
     ("1/B never", "adjoint", "    np.divide(lam3, B, out=lam3)\n", "", "adjoint: λ^3"),
@@ -110,8 +110,8 @@ MUTATIONS = [
     (
         "J not divided by B",
         "loss",
-        "loss = np.add.reduce(loss_terms, axis=None) / B",
-        "loss = np.add.reduce(loss_terms, axis=None)",
+        "loss = -np.vdot(Y, t1) / B",
+        "loss = -np.vdot(Y, t1)",
         "loss: the loss J",
     ),
 ]
