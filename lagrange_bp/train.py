@@ -281,35 +281,44 @@ def _stepper(
     return graph
 
 
+#: shuffled rows are gathered at least this many at a time (a few small batches per take)
+GATHER_ROWS = 256
+
+
 class Batches:
     """An epoch's mini-batches (X_b, Y_b), in a given order of the rows or as they are.
 
-    Shuffled rows are gathered (``take``) batch by batch into two buffers allocated once: no
-    shuffled copy of the data is made, and the gathered rows are still in cache when the step
-    reads them. The last batch is smaller when the batch size does not divide the number of
-    rows. A gathered batch is a view of the buffers: valid until the next one.
+    Shuffled rows are gathered (``take``) into two buffers allocated once, k batches at a time
+    with k = max(1, GATHER_ROWS // batch): no shuffled copy of the data is made, the gathered
+    rows are still in cache when the steps read them, and small batches do not pay a take
+    each (on digits with batches of 32, one take per 8 batches makes ``lbp.train`` about 5%
+    faster than one per batch, while batches of 200 are fastest gathered one by one). The
+    last batch is smaller when the batch size does not divide the number of rows. A gathered
+    batch is a view of the buffers: valid until the next one.
     """
 
     def __init__(self, X: np.ndarray, Y: np.ndarray, batch: int) -> None:
         self.X, self.Y, self.batch = X, Y, batch
-        self.xs = np.empty((batch, *X.shape[1:]), X.dtype)
-        self.ys = np.empty((batch, *Y.shape[1:]), Y.dtype)
+        rows = batch * max(1, GATHER_ROWS // batch)
+        self.xs = np.empty((rows, *X.shape[1:]), X.dtype)
+        self.ys = np.empty((rows, *Y.shape[1:]), Y.dtype)
 
     def __len__(self) -> int:
         return -(-len(self.X) // self.batch)
 
     def __call__(self, order: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         X, Y, batch, n = self.X, self.Y, self.batch, len(self.X)
-        for start in range(0, n, batch):
-            stop = min(start + batch, n)
-            if order is None:
-                yield X[start:stop], Y[start:stop]
-            else:  # mode "clip" (the rows are a permutation, always in range) is unbuffered
-                rows = order[start:stop]
-                yield (
-                    X.take(rows, 0, self.xs[: stop - start], "clip"),
-                    Y.take(rows, 0, self.ys[: stop - start], "clip"),
-                )
+        if order is None:
+            for start in range(0, n, batch):
+                yield X[start : start + batch], Y[start : start + batch]
+            return
+        chunk = len(self.xs)
+        for start in range(0, n, chunk):
+            rows = order[start : start + chunk]  # mode "clip" (a permutation) is unbuffered
+            xs = X.take(rows, 0, self.xs[: len(rows)], "clip")
+            ys = Y.take(rows, 0, self.ys[: len(rows)], "clip")
+            for first in range(0, len(rows), batch):
+                yield xs[first : first + batch], ys[first : first + batch]
 
 
 def _epoch(

@@ -310,3 +310,54 @@ def test_sgd_step_checks_a_params_list_fully_once_then_its_layout() -> None:
         model.sgd_step(fresh, X, Y, 0.1)
     with pytest.raises(ValueError, match="X contains NaN or inf"):
         model.sgd_step(model.init_params(seed=2), np.full((5, 3), np.nan), Y, 0.1)
+
+
+def test_g_is_computed_in_z_where_it_needs_no_copy() -> None:
+    """relu's G^k = step(Z^k) ⊙ Λ^k goes into Z^k's buffer (one (B, n_k) buffer fewer; Z^k is
+    not read after); a σ' that reads z several times keeps G^k a buffer of its own rather
+    than pay a copy; both are proven."""
+    relu = lbp.compile(lbp.NetworkSpec((4, 6, 3), ("relu", "softmax"), "cross_entropy"))
+    src = relu.source("loss_and_grad")
+    assert "np.greater(z1, 0.0, out=z1)\n    np.multiply(z1, lam1, out=z1)\n    g1 = z1\n" in src
+    assert "g1" not in relu.kernels["loss_and_grad"].buffer_names
+    mish = lbp.compile(
+        lbp.NetworkSpec((4, 6, 3), ("z*tanh(log(1 + exp(z)))", "softmax"), "cross_entropy")
+    )
+    assert "g1" in mish.kernels["loss_and_grad"].buffer_names
+    assert "np.copyto(z1" not in mish.source("loss_and_grad")
+    for model in (relu, mish):
+        assert lbp.verify(model).ok
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        lbp.NetworkSpec((4, 6, 5, 3), ("relu", "softmax", "softmax"), "cross_entropy"),
+        lbp.NetworkSpec((4, 6, 3), ("sigmoid", "identity"), "mse", weight_decay=0.1),
+    ],
+    ids=["softmax hidden", "mse"],
+)
+def test_sums_and_row_maxima_match_the_reference_at_a_smaller_last_batch(
+    spec: lbp.NetworkSpec,
+) -> None:
+    """Sums over samples and over each sample's entries are BLAS products with a vector the
+    kernel fills, a softmax's row maximum is taken over a transposed copy, and a loss c U ⊙ V
+    is one vdot; at a full batch and at a smaller last batch (the first rows, or the first
+    columns, of the full batch's buffers) the kernel equals the chain-rule reference."""
+    model = lbp.compile(spec)
+    src = model.source("loss_and_grad")
+    assert "np.add.reduce" not in src and "np.vdot(" in src
+    params = model.init_params(seed=1)
+    rng = np.random.default_rng(2)
+    _, buffers = model.gradient_buffers(8, last=5)
+    for rows in (8, 5):
+        X = rng.standard_normal((rows, 4)) * 3
+        Y = np.eye(3)[rng.integers(0, 3, rows)] if spec.loss == "cross_entropy" else X[:, :3]
+        loss, grads = model.kernels["loss_and_grad"].fn(params, X, Y, buffers[rows])
+        ref_loss, ref, _ = reference.loss_and_grad(
+            params, spec.activations, spec.loss, X, Y, spec.weight_decay
+        )
+        assert loss == pytest.approx(ref_loss, rel=1e-12)
+        for (gW, gb), (rW, rb) in zip(grads, ref):
+            np.testing.assert_allclose(gW, rW, rtol=1e-11, atol=1e-13)
+            np.testing.assert_allclose(gb, rb, rtol=1e-11, atol=1e-13)

@@ -8,7 +8,7 @@ import pytest
 import lagrange_bp as lbp
 from lagrange_bp.datasets import load
 from lagrange_bp.optimizers import Optimizer
-from lagrange_bp.train import Batches
+from lagrange_bp.train import GATHER_ROWS, Batches
 
 SPEC = lbp.NetworkSpec((2, 8, 2), ("tanh", "softmax"), "cross_entropy")
 
@@ -179,3 +179,22 @@ def test_the_train_loss_is_the_mean_of_the_batch_losses_without_a_pass_over_the_
     assert h["train_loss_full"][-1] == pytest.approx(model.loss(full.params, X, Y), rel=1e-12)
     with pytest.raises(ValueError, match="eval_every must be a positive integer"):
         lbp.train(model, X, Y, eval_every=0)
+
+
+def test_batches_gather_a_few_small_batches_at_a_time() -> None:
+    """Shuffled rows are gathered GATHER_ROWS (or one batch) at a time and handed out batch by
+    batch, in the order given, the last batch smaller; unshuffled batches are views of X."""
+    X = np.arange(300 * 3, dtype=float).reshape(300, 3)
+    Y = np.arange(300 * 2, dtype=float).reshape(300, 2)
+    order = np.random.default_rng(0).permutation(300)
+    small = Batches(X, Y, 32)
+    assert len(small) == 10 and len(small.xs) == 32 * (GATHER_ROWS // 32)
+    got = [(x.copy(), y.copy()) for x, y in small(order)]
+    assert [len(x) for x, _ in got] == [32] * 9 + [300 - 9 * 32]
+    for i, (x, y) in enumerate(got):
+        rows = order[32 * i : 32 * (i + 1)]
+        np.testing.assert_array_equal(x, X[rows])
+        np.testing.assert_array_equal(y, Y[rows])
+    assert len(Batches(X, Y, 200).xs) == 200  # large batches: one take each
+    plain = list(small(None))
+    assert all(np.shares_memory(x, X) for x, _ in plain) and len(plain[-1][0]) == 12
