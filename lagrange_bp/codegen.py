@@ -77,6 +77,7 @@ class KernelPrinter(Printer):
     """
 
     printmethod = "_kernelcode"
+    folds_sums = True  # a sum's coefficient is the summing vector's value (``sum``)
 
     def __init__(
         self, names: dict[sp.Basic, str], buffers: Buffers, sizes: dict[sp.Symbol, int]
@@ -340,9 +341,9 @@ class KernelPrinter(Printer):
             mats = list(rest.args) if isinstance(rest, MatMul) else [rest]
             if _reduction(rest) == "broadcast":  # 1 bᵀ: the row b, repeated by broadcasting
                 return coeff * self.to_scalar(mats[1])
-            if coeff != 1:
+            if coeff != 1 and not (self.folds_sums and _reduction(rest) in ("batch", "sample")):
                 return coeff * self.to_scalar(mats[0] if len(mats) == 1 else MatMul(*mats))
-        return self.array(self.operand(e))
+        return self.array(self.operand(e))  # c 1ᵀ M: c goes into the summing vector (``sum``)
 
     # --- entrywise expressions -------------------------------------------------------------
     def _entrywise(self, out: str, e: sp.Expr) -> None:
@@ -564,6 +565,7 @@ class TorchPrinter(KernelPrinter):
     dtype and device of ``like`` (X), so nothing crosses between host and device."""
 
     like = "X"
+    folds_sums = False
 
     def __init__(
         self, names: dict[sp.Basic, str], buffers: Buffers, sizes: dict[sp.Symbol, int]

@@ -115,12 +115,13 @@ def train(
     NaN/inf: a step that makes the parameters NaN shows in the next batch's J (and at the end
     of the epoch), so ``on_batch`` may see them once before the error.
     """
-    from .graph_model import GraphModel
+    if not isinstance(model, Model):
+        from .graph_model import GraphModel
 
-    if not isinstance(model, (Model, GraphModel)):
-        raise TypeError(
-            f"model must be a lagrange_bp.Model (from lbp.compile), got {type(model).__name__}"
-        )
+        if not isinstance(model, GraphModel):
+            raise TypeError(
+                f"model must be a lagrange_bp.Model (from lbp.compile), got {type(model).__name__}"
+            )
     _check_args(epochs, batch_size, lr, eval_every, patience, validation)
     X, Y = model.check_data(X, Y)
     if validation is not None:
@@ -142,7 +143,7 @@ def train(
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for epoch in range(first, first + epochs):
             order = rng.permutation(n) if shuffle else None
-            total = _epoch(own, batches, order, step, opt, epoch, on_batch)
+            total = _epoch(own, theta, batches, order, step, opt, epoch, on_batch)
             last = first + epochs - 1
             metrics = _metrics(model, own, X, Y, total, epoch, last, eval_every, validation)
             metrics["seconds"] = time.perf_counter() - t0
@@ -323,6 +324,7 @@ class Batches:
 
 def _epoch(
     params: Any,
+    theta: np.ndarray | None,
     batches: Batches,
     order: np.ndarray | None,
     step: Step,
@@ -330,7 +332,8 @@ def _epoch(
     epoch: int,
     on_batch: Callable[[int, int, Any], None] | None,
 ) -> float:
-    """One pass over the rows, in ``order`` or as they are; the mean of the batch losses."""
+    """One pass over the rows, in ``order`` or as they are; the mean of the batch losses.
+    ``theta``: the flat array that ``params`` are views of (a Model's), or None."""
     n_batches, total = len(batches), 0.0
     for i, (Xb, Yb) in enumerate(batches(order)):
         loss = step(Xb, Yb)
@@ -339,7 +342,8 @@ def _epoch(
             _diverged(epoch, i + 1, n_batches, opt.lr)
         if on_batch is not None:
             on_batch(epoch, i + 1, params)
-    if not all(_finite(a) for group in _groups(params) for a in group):
+    arrays = [theta] if theta is not None else [a for group in _groups(params) for a in group]
+    if not all(_finite(a) for a in arrays):
         _diverged(epoch, n_batches, n_batches, opt.lr)
     return total / len(batches.X)
 
