@@ -50,8 +50,14 @@ MODES = ("adjoint", "grads", "update")
 
 
 def var(param: str) -> str:
-    """The Python name of a parameter: "h1.W" → h1_W, "out.W0" → out_W0."""
-    return param.replace(".", "_")
+    """The Python name of a parameter: "h1.W" → W_h1, "out.W0" → W0_out, "h1.b" → b_h1.
+
+    Every name a graph kernel makes from a user's name is a tag, "_", then that name, and
+    no two kinds share a tag (nodes: x, z, g, lam, f, J, y; parameters: W, W0, …, b; their
+    gradients: d; the printer's: sum, rows, max, zt): so no node or parameter set, whatever
+    it is called, can be given another's array."""
+    group, _, kind = param.partition(".")
+    return f"{kind}_{group}"
 
 
 class GraphPrinter(KernelPrinter):

@@ -236,7 +236,7 @@ class Model(Compiled):
         arrays = iter(last[1])
         for pair in params:
             for a in pair:
-                if a is not next(arrays) or not (a.flags.c_contiguous and a.flags.writeable):
+                if a is not next(arrays, None) or not (a.flags.c_contiguous and a.flags.writeable):
                     return False
         return True
 
