@@ -54,8 +54,8 @@ def var(param: str) -> str:
 
     Every name a graph kernel makes from a user's name is a tag, "_", then that name, and
     no two kinds share a tag (nodes: x, z, g, lam, f, J, y; parameters: W, W0, …, b; their
-    gradients: d; the printer's: sum, rows, max, zt): so no node or parameter set, whatever
-    it is called, can be given another's array."""
+    gradients: d; sums' scratch: acc; the printer's: sum, rows, max, zt, and t0, t1, … with
+    no "_"): so no node or parameter set, whatever it is called, gets another's array."""
     group, _, kind = param.partition(".")
     return f"{kind}_{group}"
 
