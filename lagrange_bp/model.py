@@ -231,14 +231,14 @@ class Model(Compiled):
         ``sgd_step`` updated: its values are this model's own results since, so only its
         layout is checked again, which costs microseconds instead of a scan of every entry."""
         last = self._stepped
-        if last is None or params is not last[0] or 2 * len(params) != len(last[1]):
+        if last is None or params is not last[0]:
             return False
         arrays = iter(last[1])
         for pair in params:
             for a in pair:
                 if a is not next(arrays, None) or not (a.flags.c_contiguous and a.flags.writeable):
                     return False
-        return True
+        return next(arrays, None) is None  # no array left over: every pair still whole
 
     # --- checks at the boundary ------------------------------------------------------------
     def check_params(self, params: Params) -> Params:

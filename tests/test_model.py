@@ -361,3 +361,16 @@ def test_sums_and_row_maxima_match_the_reference_at_a_smaller_last_batch(
         for (gW, gb), (rW, rb) in zip(grads, ref):
             np.testing.assert_allclose(gW, rW, rtol=1e-11, atol=1e-13)
             np.testing.assert_allclose(gb, rb, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("pair", [1, 3], ids=["short", "long"])
+def test_a_pair_changed_after_a_checked_step_is_checked_again(pair: int) -> None:
+    """sgd_step's shortcut for the parameters it updated last sees a pair edited in place."""
+    model = lbp.compile(lbp.NetworkSpec((4, 6, 3), ("tanh", "softmax"), "cross_entropy"))
+    params = model.init_params(seed=0)
+    X, Y = np.random.default_rng(0).random((5, 4)), np.eye(3)[[0, 1, 2, 0, 1]]
+    model.sgd_step(params, X, Y, 0.1)
+    W, b = params[1]
+    params[1] = (W, b, b)[:pair]  # type: ignore[assignment]
+    with pytest.raises(ValueError, match=r"params\[1\] must be a pair \(W\^2, b\^2\)"):
+        model.sgd_step(params, X, Y, 0.1)
