@@ -101,11 +101,14 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _spec(args: argparse.Namespace) -> tuple[NetworkSpec, int | None]:
-    """The validated spec and size limit; a bad one raises ``BadInput``."""
-    if args.max_weights < 0:
-        raise BadInput(f"--max-weights must be ≥ 0 (0 lifts the limit), got {args.max_weights}")
-    limit = args.max_weights or None
+def _spec(args: argparse.Namespace, exact: bool = True) -> tuple[NetworkSpec, int | None]:
+    """The validated spec and size limit; a bad one raises ``BadInput``. ``exact=False``: the
+    command compiles the network and derives nothing exactly, so no size limit applies."""
+    limit = None
+    if exact:
+        if args.max_weights < 0:
+            raise BadInput(f"--max-weights must be ≥ 0 (0 lifts the limit), got {args.max_weights}")
+        limit = args.max_weights or None
     try:
         spec = NetworkSpec(
             args.widths or [2, 3, 1],
@@ -113,7 +116,8 @@ def _spec(args: argparse.Namespace) -> tuple[NetworkSpec, int | None]:
             args.loss if args.loss is not None else "mse",
             args.weight_decay or 0.0,
         )
-        spec.check_exact_size(limit)
+        if exact:
+            spec.check_exact_size(limit)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
     return spec, limit
@@ -336,8 +340,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.compiled:
         if args.general:
             raise BadInput("give --general or --compiled, not both")
-        args.max_weights = 0  # the compiled check has no exact-derivation size limit
-        spec = _spec(args)[0]
+        spec = _spec(args, exact=False)[0]
         try:
             check_exact_memory(spec)
         except ValueError as exc:
@@ -422,8 +425,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     verdict is decided here, and a process that ends without results is a WRONG rule."""
     if args.general:
         raise BadInput("check works at concrete sizes (--widths); --general does not apply")
-    args.max_weights = 0  # check compiles the network; no exact derivation, so no size limit
-    spec, _ = _spec(args)
+    spec, _ = _spec(args, exact=False)
     path, sep, name = args.candidate.rpartition(":")
     if not sep or not path or not name:
         raise BadInput(f"--candidate must be FILE.py:FUNCTION, got {shown(args.candidate)}")
@@ -450,8 +452,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_grade(args: argparse.Namespace) -> int:
     """Grade a submission's five rules (``grading.grade``); exit 0 only when all are right."""
-    args.general, args.compiled, args.max_weights = False, False, 0
-    spec, _ = _spec(args)
+    args.general, args.compiled = False, False
+    spec, _ = _spec(args, exact=False)
     if not os.path.isfile(args.submission) or not args.submission.endswith(".py"):
         raise BadInput(f"submission must be an existing .py file, got {shown(args.submission)}")
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
@@ -18,7 +17,7 @@ import numpy as np
 from .functions import get_activation, get_loss
 from .graph import GraphSpec
 from .kernels import Kernel, build_kernels
-from .spec import NetworkSpec
+from .spec import NetworkSpec, available_memory
 
 if TYPE_CHECKING:
     from .graph_model import GraphModel
@@ -343,16 +342,6 @@ class Model(Compiled):
         if finite and not _finite(arr):
             raise ValueError(f"{name} contains NaN or inf")
         return arr
-
-
-@functools.cache
-def available_memory() -> int:
-    """Bytes of physical memory (os.sysconf), or 64 GiB where the system does not say; read
-    once per process (a training call checks it)."""
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 64 << 30
 
 
 def _finite(a: np.ndarray) -> bool:

@@ -7,8 +7,10 @@ J = (1/B) Σ_i ℓ(y⁽ⁱ⁾, x^{N,(i)}) + (α/2) Σ_k ‖W^k‖² (biases are 
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,6 +22,10 @@ from .numerics import check_loss
 #: derive + verify take about 2 ms per weight on a 2-core machine (64-128-10, 9,472 weights,
 #: about 20 s), so the limit is about 50 s of work. Time grows linearly beyond.
 MAX_EXACT_WEIGHTS = 25_000
+#: Memory of an exact derivation and its verification, per weight entry: 14–18 KiB measured
+#: (peak RSS of derive + verify on 2-250-2 and 2-1000-2). With the limit lifted, a network whose
+#: derivation cannot fit in memory is still refused, before SymPy starts.
+EXACT_BYTES_PER_WEIGHT = 16 << 10
 
 
 @dataclass(frozen=True)
@@ -84,15 +90,42 @@ class NetworkSpec:
 
         ``max_weights=None`` lifts the limit.
         """
+        name = f"network {'-'.join(map(str, self.widths))}"
+        check_exact_memory(name, self.n_weights)
         if max_weights is not None and self.n_weights > max_weights:
             raise ValueError(
-                f"network {'-'.join(map(str, self.widths))} has {self.n_weights} weights, above "
+                f"{name} has {self.n_weights} weights, above "
                 f"the exact-derivation limit of {max_weights} (one SymPy symbol per entry, about "
                 f"2 ms per weight to derive and verify). For any size, prove the equations for "
                 f"every depth and width with verify --general, and the compiled code of this very "
                 f"network with verify --compiled (lbp.verify(lbp.compile(spec))); or raise the "
                 f"limit with max_weights=... (CLI: --max-weights N, 0 for none)."
             )
+
+
+def check_exact_memory(name: str, n_weights: int) -> None:
+    """Refuse, with the numbers, an exact derivation that cannot fit in this machine's memory
+    (whatever ``max_weights`` says: lifting the limit must not end in an exhausted machine)."""
+    need, have = n_weights * EXACT_BYTES_PER_WEIGHT, available_memory()
+    if need > have:
+        raise ValueError(
+            f"{name} has {n_weights:,} weights: an exact derivation needs about "
+            f"{need / 2**30:,.1f} GiB (one SymPy symbol and its expressions per weight, about "
+            f"{EXACT_BYTES_PER_WEIGHT >> 10} KiB each), more than this machine's "
+            f"{have / 2**30:,.1f} GiB of memory. For any size, prove the equations for every "
+            f"depth and width with verify --general, and the compiled code of this very network "
+            f"with verify --compiled (lbp.verify(lbp.compile(spec)))."
+        )
+
+
+@functools.cache
+def available_memory() -> int:
+    """Bytes of physical memory (os.sysconf), or 64 GiB where the system does not say; read
+    once per process (a training call checks it)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 64 << 30
 
 
 def _check_widths(widths: object) -> tuple[int, ...]:

@@ -190,6 +190,19 @@ def test_the_exact_check_refuses_sizes_that_cannot_fit(tmp_path: Path) -> None:
     one_line(done, "the exact check of network 2-1000000000000-2 needs about")
 
 
+@pytest.mark.parametrize("command", ["derive", "verify"])
+def test_a_lifted_limit_still_refuses_derivations_that_cannot_fit(
+    command: str, tmp_path: Path
+) -> None:
+    """--max-weights 0 lifts the size limit, not the machine's memory: a 4·10¹² weight
+    derivation is refused up front, with the numbers, instead of filling the memory."""
+    done = cli(command, "--max-weights", "0", "--widths", "2,1000000000000,2", cwd=tmp_path)
+    one_line(done, "weights: an exact derivation needs about 61,035,156.2 GiB")
+    graph = lbp.chain_graph(lbp.NetworkSpec((2, 10**12, 2), "tanh", "mse"))
+    with pytest.raises(ValueError, match="an exact derivation needs about"):
+        lbp.derive(graph, max_weights=None)
+
+
 # --- 8. a terminal without Unicode -----------------------------------------------------------
 def test_ascii_terminal_gets_ascii_notation(tmp_path: Path) -> None:
     done = cli("derive", "--widths", "1,1", cwd=tmp_path, env={"PYTHONIOENCODING": "ascii"})
