@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
-from typing import cast
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 
 from .functions import get_activation, get_loss
 from .graph import GraphSpec
 from .graph_kernels import build_graph_kernels
-from .model import DTYPES, Compiled, Model, available_memory
+from .model import DTYPES, BufferSets, Compiled, Model, available_memory
 
 GraphParams = dict[str, np.ndarray]
 
@@ -36,7 +37,7 @@ class GraphModel(Compiled):
         self.dtype = np.dtype(dtype)
         self.shapes = spec.param_shapes()
         self.kernels, self._shapes = build_graph_kernels(spec)
-        self._buffers: dict[tuple[str, int], tuple[np.ndarray, ...]] = {}
+        self._idle, self._lock = {}, threading.Lock()
         self._stepped: tuple[GraphParams, list[np.ndarray]] | None = None
 
     def __repr__(self) -> str:
@@ -64,37 +65,35 @@ class GraphModel(Compiled):
     def forward(self, params: GraphParams, X: np.ndarray) -> np.ndarray:
         """The outputs for every row of X, side by side: shape (B, Σ output widths)."""
         p, xs = self.check_params(params), self.split_inputs(self.check_inputs(X))
-        outs = self.kernels["forward"].fn(p, xs, self._buf("forward", len(X)))
-        return np.concatenate(outs, axis=1)
+        return self._run("forward", len(X), _side_by_side, p, xs)
 
     def loss_and_grad(
         self, params: GraphParams, X: np.ndarray, Y: np.ndarray
     ) -> tuple[float, GraphParams]:
         """J = (1/B) Σ ℓ and ∂L/∂θ at the KKT point (= ∇J), a dict with params' keys."""
         p, (xs, ys) = self.check_params(params), self._data(X, Y)
-        loss, grads = self.kernels["loss_and_grad"].fn(
-            p, xs, ys, self._buf("loss_and_grad", len(X))
-        )
-        return float(loss), {k: g.copy() for k, g in grads.items()}
+        return self._run("loss_and_grad", len(X), _copied_grads, p, xs, ys)
 
     def loss(self, params: GraphParams, X: np.ndarray, Y: np.ndarray) -> float:
         """J = (1/B) Σ_i Σ_o ℓ(y_o, x_o) over the rows of X and Y (forward pass only)."""
         p, (xs, ys) = self.check_params(params), self._data(X, Y)
-        return float(self.kernels["loss"].fn(p, xs, ys, self._buf("loss", len(X))))
+        return self._run("loss", len(X), float, p, xs, ys)
 
     def adjoint(self, params: GraphParams, X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
         """λ_v for every layer and add node, each (B, n_v): = −∂J/∂x_v at the KKT point."""
         p, (xs, ys) = self.check_params(params), self._data(X, Y)
         with np.errstate(divide="ignore", invalid="ignore"):  # λ_o = y/(B x_o) may be inf
-            lams = self.kernels["adjoint"].fn(p, xs, ys, self._buf("adjoint", len(X)))
-        return {v: lam.copy() for v, lam in lams.items()}
+            return self._run("adjoint", len(X), _copies, p, xs, ys)
 
-    def stepper(self, batch: int) -> Callable[[GraphParams, np.ndarray, np.ndarray, float], float]:
-        """The fused ``sgd_step`` kernel for batches of ``batch`` rows with its buffers bound
-        once, unchecked: for a training loop that checked its data and params already."""
-        fn, buf = self.kernels["sgd_step"].fn, self._buf("sgd_step", batch)
+    def stepper(
+        self, batch: int, last: int = 0, buffers: BufferSets | None = None
+    ) -> Callable[[GraphParams, np.ndarray, np.ndarray, float], float]:
+        """The fused ``sgd_step`` kernel, unchecked, for batches of ``batch`` rows (and a last
+        batch of ``last``), its buffers bound once (``Model.stepper``)."""
+        fn = self.kernels["sgd_step"].fn
+        sets = self.new_buffers("sgd_step", batch, last) if buffers is None else buffers
         split_x, split_y = self.split_inputs, self.split_targets
-        return lambda params, X, Y, lr: float(fn(params, split_x(X), split_y(Y), lr, buf))
+        return lambda params, X, Y, lr: float(fn(params, split_x(X), split_y(Y), lr, sets[len(X)]))
 
     def sgd_step(
         self, params: GraphParams, X: np.ndarray, Y: np.ndarray, lr: float, *, check: bool = True
@@ -105,9 +104,7 @@ class GraphModel(Compiled):
         """
         if not check:
             xs, ys = self.split_inputs(X), self.split_targets(Y)
-            return float(
-                self.kernels["sgd_step"].fn(params, xs, ys, lr, self._buf("sgd_step", len(X)))
-            )
+            return self._run("sgd_step", len(X), float, params, xs, ys, lr)
         if not self._same_params(params):
             checked = self.check_params(params)
             for name, a in checked.items():
@@ -121,7 +118,7 @@ class GraphModel(Compiled):
         xs, ys = self._data(X, Y)
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-        loss = float(self.kernels["sgd_step"].fn(params, xs, ys, lr, self._buf("sgd_step", len(X))))
+        loss = self._run("sgd_step", len(X), float, params, xs, ys, lr)
         if not all(math.isfinite(float(a.sum())) for a in params.values()):
             self._stepped = None
             raise ValueError(
@@ -211,3 +208,17 @@ def check_graph_memory(spec: GraphSpec, batch: int, itemsize: int = 8) -> None:
             f"{spec.describe()} needs about {need / 2**30:,.1f} GiB for its parameters and "
             f"buffers ({spec.n_params:,} parameters); this machine has {have / 2**30:,.1f} GiB"
         )
+
+
+def _side_by_side(outs: Sequence[np.ndarray]) -> np.ndarray:
+    """The forward kernel's outputs (buffers) as one new array, side by side."""
+    return np.concatenate(outs, axis=1)
+
+
+def _copies(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: a.copy() for name, a in arrays.items()}
+
+
+def _copied_grads(out: tuple[Any, Mapping[str, np.ndarray]]) -> tuple[float, GraphParams]:
+    """A loss_and_grad kernel's (J, {name: ∂θ}) as a float and copies of the buffers."""
+    return float(out[0]), _copies(out[1])

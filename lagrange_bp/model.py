@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
@@ -24,16 +25,23 @@ if TYPE_CHECKING:
 
 Params = list[tuple[np.ndarray, np.ndarray]]
 DTYPES = ("float64", "float32")
-MAX_BUFFER_SETS = 16  # preallocated buffers kept for this many (kernel, batch size) pairs
+MAX_BUFFER_SETS = 16  # idle buffers kept for this many (kernel, batch size, last batch) keys
+MAX_IDLE = 4  # idle buffer sets kept per key: one per thread that used the model at once
+BufferSets = dict[int, tuple[np.ndarray, ...]]  # a kernel's buffers by batch size (new_buffers)
 
 
 class Compiled:
     """A model's generated kernels and their preallocated buffers (``Model``, ``GraphModel``):
-    ``kernels`` by name, ``_shapes`` of every buffer (ints and "B"), ``dtype``."""
+    ``kernels`` by name, ``_shapes`` of every buffer (ints and "B"), ``dtype``.
+
+    A kernel writes into its buffers, so a call needs a set of its own while it runs: it takes
+    one from the model's idle sets (warm in cache from an earlier call) or a new one, and gives
+    it back when done (``_take``, ``_give``). Threads that share a model never share a set."""
 
     kernels: dict[str, Kernel]
     _shapes: dict[str, tuple[int | str, ...]]
-    _buffers: dict[tuple[str, int], tuple[np.ndarray, ...]]
+    _idle: dict[tuple[str, int, int], list[BufferSets]]
+    _lock: threading.Lock
     dtype: np.dtype
 
     # --- generated code --------------------------------------------------------------------
@@ -51,14 +59,39 @@ class Compiled:
             raise ValueError(f"unknown kernel {name!r}; known: {', '.join(self.kernels)}")
         return self.kernels[name]
 
-    def _buf(self, kernel: str, batch: int) -> tuple[np.ndarray, ...]:
-        key = (kernel, batch)
-        if key not in self._buffers and len(self._buffers) >= MAX_BUFFER_SETS:
-            self._buffers.pop(next(iter(self._buffers)))  # the oldest batch size
-        if key not in self._buffers:
-            shapes = self.buffer_shapes(kernel, batch)
-            self._buffers[key] = tuple(np.empty(shape, self.dtype) for shape in shapes)
-        return self._buffers[key]
+    def _take(self, kernel: str, batch: int, last: int = 0) -> BufferSets:
+        """``new_buffers(kernel, batch, last)`` that are the caller's alone until it gives them
+        back: an idle set left by an earlier call, or a new one (``list.pop`` is atomic, so two
+        threads never take the same set)."""
+        idle = self._idle.get((kernel, batch, last))
+        if idle:
+            try:
+                return idle.pop()
+            except IndexError:  # another thread took the last one
+                pass
+        return self.new_buffers(kernel, batch, last)
+
+    def _give(self, kernel: str, batch: int, last: int, sets: BufferSets) -> None:
+        """Keep ``sets`` (from ``_take``) for the next call; the oldest key goes beyond
+        ``MAX_BUFFER_SETS`` keys, and a set beyond ``MAX_IDLE`` idle ones is dropped."""
+        key = (kernel, batch, last)
+        idle = self._idle.get(key)
+        if idle is None:
+            with self._lock:
+                while key not in self._idle and len(self._idle) >= MAX_BUFFER_SETS:
+                    self._idle.pop(next(iter(self._idle)))
+                idle = self._idle.setdefault(key, [])
+        if len(idle) < MAX_IDLE:
+            idle.append(sets)
+
+    def _run(self, kernel: str, rows: int, result: Callable[[Any], Any], *args: Any) -> Any:
+        """``kernel`` on ``args`` and buffers of this call's own; ``result`` reads its output
+        (copies of buffer arrays, a float) before the buffers are given back."""
+        sets = self._take(kernel, rows)
+        try:
+            return result(self.kernels[kernel].fn(*args, sets[rows]))
+        finally:
+            self._give(kernel, rows, 0, sets)
 
     def buffer_shapes(self, kernel: str, batch: int) -> list[tuple[int, ...]]:
         """The shapes of a kernel's preallocated buffers, in the order it unpacks them."""
@@ -124,7 +157,7 @@ class Model(Compiled):
         self.spec = spec
         self.dtype = np.dtype(dtype)
         self.kernels, self._shapes = build_kernels(spec)
-        self._buffers: dict[tuple[str, int], tuple[np.ndarray, ...]] = {}
+        self._idle, self._lock = {}, threading.Lock()
         self._stepped: tuple[Params, list[np.ndarray]] | None = None  # see _same_params
 
     def __repr__(self) -> str:
@@ -152,25 +185,23 @@ class Model(Compiled):
     def forward(self, params: Params, X: np.ndarray) -> np.ndarray:
         """x^N for every row of X: shape (B, n_N)."""
         p, X = self.check_params(params), self.check_inputs(X)
-        return self.kernels["forward"].fn(p, X, self._buf("forward", len(X))).copy()
+        return self._run("forward", len(X), np.copy, p, X)
 
     def loss_and_grad(self, params: Params, X: np.ndarray, Y: np.ndarray) -> tuple[float, Params]:
         """J = (1/B) Σ ℓ and ∂L/∂θ at the KKT point (= ∇J), shaped like params."""
         p, X, Y = self.check_params(params), *self.check_data(X, Y)
-        loss, grads = self.kernels["loss_and_grad"].fn(p, X, Y, self._buf("loss_and_grad", len(X)))
-        return float(loss), [(gW.copy(), gb.copy()) for gW, gb in grads]
+        return self._run("loss_and_grad", len(X), _copied_grads, p, X, Y)
 
     def loss(self, params: Params, X: np.ndarray, Y: np.ndarray) -> float:
         """J = (1/B) Σ ℓ(y_i, x^N_i) over the rows of X and Y (forward pass only)."""
         p, X, Y = self.check_params(params), *self.check_data(X, Y)
-        return float(self.kernels["loss"].fn(p, X, Y, self._buf("loss", len(X))))
+        return self._run("loss", len(X), float, p, X, Y)
 
     def adjoint(self, params: Params, X: np.ndarray, Y: np.ndarray) -> list[np.ndarray]:
         """λ^k for k = 1..N, each (B, n_k): the multipliers at the KKT point (= −∂J/∂x^k)."""
         p, X, Y = self.check_params(params), *self.check_data(X, Y)
         with np.errstate(divide="ignore", invalid="ignore"):  # λ^N = y/(B x^N) may be inf
-            lams = self.kernels["adjoint"].fn(p, X, Y, self._buf("adjoint", len(X)))
-        return [lam.copy() for lam in lams]
+            return self._run("adjoint", len(X), _copies, p, X, Y)
 
     def sgd_step(
         self, params: Params, X: np.ndarray, Y: np.ndarray, lr: float, *, check: bool = True
@@ -194,7 +225,7 @@ class Model(Compiled):
             X, Y = self.check_data(X, Y)
             if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
                 raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-        loss = float(self.kernels["sgd_step"].fn(params, X, Y, lr, self._buf("sgd_step", len(X))))
+        loss = self._run("sgd_step", len(X), float, params, X, Y, lr)
         if check and not math.isfinite(np.add.reduce(params[-1][1])):
             self._stepped = None
             raise ValueError(
@@ -219,11 +250,16 @@ class Model(Compiled):
             start += math.prod(shape)
         return flat, self.new_buffers("loss_and_grad", batch, last, views)
 
-    def stepper(self, batch: int) -> Callable[[Params, np.ndarray, np.ndarray, float], float]:
-        """The fused ``sgd_step`` kernel for batches of ``batch`` rows with its buffers bound
-        once, unchecked: for a training loop that checked its data and params already."""
-        fn, buf = self.kernels["sgd_step"].fn, self._buf("sgd_step", batch)
-        return lambda params, X, Y, lr: float(fn(params, X, Y, lr, buf))
+    def stepper(
+        self, batch: int, last: int = 0, buffers: BufferSets | None = None
+    ) -> Callable[[Params, np.ndarray, np.ndarray, float], float]:
+        """The fused ``sgd_step`` kernel, unchecked, for batches of ``batch`` rows (and a last
+        batch of ``last``): for a training loop that checked its data and params already. Its
+        buffers are bound once: ``buffers`` (``new_buffers("sgd_step", batch, last)``), by
+        default a set of its own, so that loops sharing the model share no buffers."""
+        fn = self.kernels["sgd_step"].fn
+        sets = self.new_buffers("sgd_step", batch, last) if buffers is None else buffers
+        return lambda params, X, Y, lr: float(fn(params, X, Y, lr, sets[len(X)]))
 
     def _same_params(self, params: Params) -> bool:
         """``params`` is the list (and the very arrays, of unchanged layout) the last checked
@@ -342,6 +378,15 @@ class Model(Compiled):
         if finite and not _finite(arr):
             raise ValueError(f"{name} contains NaN or inf")
         return arr
+
+
+def _copies(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    return [a.copy() for a in arrays]
+
+
+def _copied_grads(out: tuple[Any, Params]) -> tuple[float, Params]:
+    """A loss_and_grad kernel's (J, [(∂W, ∂b)]) as a float and copies of the buffers."""
+    return float(out[0]), [(gW.copy(), gb.copy()) for gW, gb in out[1]]
 
 
 def _finite(a: np.ndarray) -> bool:

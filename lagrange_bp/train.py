@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .functions import get_loss
-from .model import Model, Params, _finite, check_memory
+from .model import BufferSets, Model, Params, _finite, check_memory
 from .optimizers import Optimizer, pack_params
 
 if TYPE_CHECKING:
@@ -134,8 +134,11 @@ def train(
     opt = Optimizer(optimizer, lr, momentum, tuple(betas), eps)  # type: ignore[arg-type]
     opt, first, rng = _start(opt, seed, params is not None, resume)
     n = len(X)
-    step = _stepper(model, own, theta, opt, min(batch_size, n), n % batch_size)
-    batches = Batches(X, Y, min(batch_size, n))
+    batch, last = min(batch_size, n), n % batch_size if batch_size < n else 0
+    # the sgd kernel's buffers, this call's own; given back to the model when training ends
+    lent = model._take("sgd_step", batch, last) if opt.name == "sgd" else None
+    step = _stepper(model, own, theta, opt, batch, last, lent)
+    batches = Batches(X, Y, batch)
     history = _history(model, eval_every, validation)
     best: tuple[float, int, Any] | None = None
     t0, epoch = time.perf_counter(), first - 1
@@ -156,6 +159,8 @@ def train(
                     best = (metrics["val_loss"], epoch, _copy(own))
                 elif epoch - best[1] >= patience:
                     break
+    if lent is not None:
+        model._give("sgd_step", batch, last, lent)  # warm for the next call (not after errors)
     state = {"epoch": epoch, "rng": rng.bit_generator.state, "optimizer": opt.state()}
     result = TrainResult(own, history, time.perf_counter() - t0, state)
     if best is not None:
@@ -244,20 +249,27 @@ Step = Callable[[np.ndarray, np.ndarray], float]
 
 
 def _stepper(
-    model: Any, params: Any, theta: np.ndarray | None, opt: Optimizer, batch: int, last: int
+    model: Any,
+    params: Any,
+    theta: np.ndarray | None,
+    opt: Optimizer,
+    batch: int,
+    last: int,
+    buffers: BufferSets | None,
 ) -> Step:
     """One training step on a batch (X_b, Y_b), in place on ``params``; returns J before it.
 
-    "sgd" is the generated fused step. The other rules take ∂L/∂θ from the ``loss_and_grad``
-    kernel: for a ``Model`` (``params`` are views of the flat array ``theta``), written into
-    one flat array of the same layout, so that ``Optimizer.step_flat`` updates every
-    parameter at once; for a graph, as a dict, for ``Optimizer.step``.
+    "sgd" is the generated fused step, on ``buffers`` (the ``sgd_step`` kernel's). The other
+    rules take ∂L/∂θ from the ``loss_and_grad`` kernel: for a ``Model`` (``params`` are views
+    of the flat array ``theta``), written into one flat array of the same layout, so that
+    ``Optimizer.step_flat`` updates every parameter at once; for a graph, as a dict, for
+    ``Optimizer.step``.
     """
     if opt.name == "sgd":  # the fused step: θ ← θ − η ∂L/∂θ, J from its forward pass
-        steps = {size: model.stepper(size) for size in {batch, last} if size}
+        fused = model.stepper(batch, last, buffers)
 
         def sgd(Xb: np.ndarray, Yb: np.ndarray) -> float:
-            loss = steps[len(Xb)](params, Xb, Yb, opt.lr)
+            loss = fused(params, Xb, Yb, opt.lr)
             opt.steps += 1
             return loss
 

@@ -8,6 +8,7 @@ import importlib.util
 import linecache
 import os
 import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -374,3 +375,43 @@ def test_a_pair_changed_after_a_checked_step_is_checked_again(pair: int) -> None
     params[1] = (W, b, b)[:pair]  # type: ignore[assignment]
     with pytest.raises(ValueError, match=r"params\[1\] must be a pair \(W\^2, b\^2\)"):
         model.sgd_step(params, X, Y, 0.1)
+
+
+def _threads(calls: list, rounds: int) -> list:
+    """Each call ``rounds`` times, the calls at once on threads of their own; the last results."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda call: [call() for _ in range(rounds)][-1], calls))
+
+
+def _flat(params: object) -> list[np.ndarray]:
+    """A Model's (W, b) pairs or a GraphModel's dict, as a list of arrays."""
+    if isinstance(params, dict):
+        return list(params.values())
+    return [a for pair in params for a in pair]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", ["chain", "graph"])
+def test_threads_that_share_a_model_share_no_buffers(kind: str) -> None:
+    """Kernels write into preallocated buffers: each call takes a set of its own, so four
+    threads computing on one model get what one thread gets (the model's one set per batch
+    size, shared, gave wrong outputs in about 70% of such calls and made lbp.train diverge)."""
+    spec = lbp.NetworkSpec((64, 128, 10), ("tanh", "softmax"), "cross_entropy")
+    model = lbp.compile(spec if kind == "chain" else lbp.chain_graph(spec))
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((200, 64)), np.eye(10)[rng.integers(0, 10, 200)]
+    params = [model.init_params(seed=s) for s in range(4)]
+    calls = {
+        "forward": [lambda p=p: [model.forward(p, X[:32])] for p in params],
+        "loss_and_grad": [
+            lambda p=p: _flat(model.loss_and_grad(p, X[:32], Y[:32])[1]) for p in params
+        ],
+        "train": [
+            lambda s=s: _flat(lbp.train(model, X, Y, epochs=2, batch_size=32, seed=s).params)
+            for s in range(4)
+        ],
+    }
+    for what, fns in calls.items():
+        alone = [f() for f in fns]
+        for want, got in zip(alone, _threads(fns, 1 if what == "train" else 100)):
+            for a, b in zip(want, got, strict=True):
+                np.testing.assert_array_equal(a, b, err_msg=what)

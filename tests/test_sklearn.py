@@ -236,7 +236,7 @@ def test_fit_trains_on_its_own_arrays(iris: tuple[np.ndarray, np.ndarray], solve
     model = lsk._compiled(est.spec_, "float64")
     before, values = list(est.coefs_), [c.copy() for c in est.coefs_]
     quiet(est, X, y)
-    assert not model._buffers
+    assert not model._idle
     for c, v in zip(before, values):
         np.testing.assert_array_equal(c, v)
     assert not any(np.shares_memory(c, n) for c in before for n in est.coefs_)
