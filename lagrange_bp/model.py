@@ -276,8 +276,9 @@ class Model(Compiled):
         return next(arrays, None) is None  # no array left over: every pair still whole
 
     # --- checks at the boundary ------------------------------------------------------------
-    def check_params(self, params: Params) -> Params:
-        """params as a list of (W, b) of this model's dtype; ValueError names what is wrong."""
+    def check_params(self, params: Params, finite: bool = True) -> Params:
+        """params as a list of (W, b) of this model's dtype; ValueError names what is wrong.
+        ``finite=False``: NaN and inf are not looked for (a caller that checks a copy)."""
         n = self.spec.depth
         if not isinstance(params, Sequence) or len(params) != n:
             got = len(params) if isinstance(params, Sequence) else type(params).__name__
@@ -289,7 +290,7 @@ class Model(Compiled):
             shapes = ((self.spec.widths[k], self.spec.widths[k - 1]), (self.spec.widths[k],))
             out.append(
                 tuple(
-                    self._array(a, f"W^{k}" if i == 0 else f"b^{k}", shapes[i])
+                    self._array(a, f"W^{k}" if i == 0 else f"b^{k}", shapes[i], finite)
                     for i, a in enumerate(pair)
                 )
             )

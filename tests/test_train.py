@@ -198,3 +198,19 @@ def test_batches_gather_a_few_small_batches_at_a_time() -> None:
     assert len(Batches(X, Y, 200).xs) == 200  # large batches: one take each
     plain = list(small(None))
     assert all(np.shares_memory(x, X) for x, _ in plain) and len(plain[-1][0]) == 12
+
+
+def test_every_call_shuffles_as_default_rng_of_its_seed() -> None:
+    """The shuffling generator reuses the bit generator of a finished call, reseeded: each
+    call still draws exactly what ``np.random.default_rng(seed)`` draws."""
+    model = lbp.compile(lbp.NetworkSpec((4, 5, 3), ("tanh", "softmax"), "cross_entropy"))
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((50, 4)), np.eye(3)[rng.integers(0, 3, 50)]
+    runs = [lbp.train(model, X, Y, epochs=2, batch_size=8, seed=s) for s in (7, 7, 8, 7)]
+    expected = np.random.default_rng(7)
+    expected.permutation(50), expected.permutation(50)
+    for run in (runs[0], runs[1], runs[3]):
+        assert run.state["rng"] == expected.bit_generator.state
+        for a, b in zip(run.params, runs[0].params):
+            np.testing.assert_array_equal(a[0], b[0])
+    assert runs[2].state["rng"] != runs[0].state["rng"]
