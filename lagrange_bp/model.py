@@ -7,6 +7,7 @@ X (B, n_0), Y (B, n_N), W^k (n_k, n_{k-1}), b^k (n_k,). float64 by default, floa
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import threading
@@ -42,6 +43,7 @@ class Compiled:
     _shapes: dict[str, tuple[int | str, ...]]
     _idle: dict[tuple[str, int, int], list[BufferSets]]
     _lock: threading.Lock
+    _stepped: Any  # the params list the last checked sgd_step updated (``_same_params``)
     dtype: np.dtype
 
     # --- generated code --------------------------------------------------------------------
@@ -58,6 +60,14 @@ class Compiled:
         if name not in self.kernels:
             raise ValueError(f"unknown kernel {name!r}; known: {', '.join(self.kernels)}")
         return self.kernels[name]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Compiled:
+        """A copy with idle buffers and a lock of its own; the kernels, which nothing
+        changes, are shared."""
+        new = copy.copy(self)
+        new._idle, new._lock, new._stepped = {}, threading.Lock(), None
+        memo[id(self)] = new
+        return new
 
     def _take(self, kernel: str, batch: int, last: int = 0) -> BufferSets:
         """``new_buffers(kernel, batch, last)`` that are the caller's alone until it gives them

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import importlib.util
 import linecache
@@ -415,3 +416,14 @@ def test_threads_that_share_a_model_share_no_buffers(kind: str) -> None:
         for want, got in zip(alone, _threads(fns, 1 if what == "train" else 100)):
             for a, b in zip(want, got, strict=True):
                 np.testing.assert_array_equal(a, b, err_msg=what)
+
+
+@pytest.mark.parametrize("kind", ["chain", "graph"])
+def test_a_deep_copy_of_a_model_has_buffers_of_its_own(kind: str) -> None:
+    spec = lbp.NetworkSpec((3, 4, 2), ("tanh", "softmax"), "cross_entropy")
+    model = lbp.compile(spec if kind == "chain" else lbp.chain_graph(spec))
+    params, X = model.init_params(seed=0), np.arange(12.0).reshape(4, 3) / 10
+    out = model.forward(params, X)
+    twin = copy.deepcopy(model)
+    assert twin._idle == {} and twin._lock is not model._lock and twin.kernels is model.kernels
+    np.testing.assert_array_equal(twin.forward(params, X), out)
