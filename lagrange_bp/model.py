@@ -97,11 +97,19 @@ class Compiled:
     def _run(self, kernel: str, rows: int, result: Callable[[Any], Any], *args: Any) -> Any:
         """``kernel`` on ``args`` and buffers of this call's own; ``result`` reads its output
         (copies of buffer arrays, a float) before the buffers are given back."""
-        sets = self._take(kernel, rows)
+        key = (kernel, rows, 0)
+        try:  # _take and _give, inlined: a checked sgd_step on a small batch pays this
+            sets = self._idle[key].pop()
+        except (KeyError, IndexError):
+            sets = self.new_buffers(kernel, rows)
         try:
             return result(self.kernels[kernel].fn(*args, sets[rows]))
         finally:
-            self._give(kernel, rows, 0, sets)
+            idle = self._idle.get(key)
+            if idle is not None and len(idle) < MAX_IDLE:
+                idle.append(sets)
+            else:
+                self._give(kernel, rows, 0, sets)
 
     def buffer_shapes(self, kernel: str, batch: int) -> list[tuple[int, ...]]:
         """The shapes of a kernel's preallocated buffers, in the order it unpacks them."""
@@ -169,6 +177,11 @@ class Model(Compiled):
         self.kernels, self._shapes = build_kernels(spec)
         self._idle, self._lock = {}, threading.Lock()
         self._stepped: tuple[Params, list[np.ndarray]] | None = None  # see _same_params
+        # for check_data's fast path: the widths, and a classifier's ones for Y's row sums
+        self._widths = spec.widths
+        self._ones_out = (
+            _ones(spec.widths[-1], self.dtype) if get_loss(spec.loss).classification else None
+        )
 
     def __repr__(self) -> str:
         return (
@@ -314,7 +327,7 @@ class Model(Compiled):
         same rows; finite; a classifier's rows of Y summing to 1. ValueError names what is
         wrong. Batches that are already right pass in a few attribute reads and reductions
         (a checked ``sgd_step`` on a batch of 32 pays this on every call)."""
-        widths, dtype = self.spec.widths, self.dtype
+        widths, dtype = self._widths, self.dtype
         if (
             type(X) is np.ndarray
             and type(Y) is np.ndarray
@@ -329,8 +342,9 @@ class Model(Compiled):
             and 0 < X.shape[0] == Y.shape[0]
             and math.isfinite(np.add.reduce(X, axis=None))
         ):
-            if get_loss(self.spec.loss).classification:
-                if _off_one(Y) <= 1e-6:  # also finite: NaN or inf shows in the row sums
+            if self._ones_out is not None:  # a classifier: Y's row sums, as _off_one
+                rows = Y @ self._ones_out  # NaN or inf in Y shows in them and fails here
+                if 1.0 - 1e-6 <= np.minimum.reduce(rows) and np.maximum.reduce(rows) <= 1.0 + 1e-6:
                     return X, Y
             elif math.isfinite(np.add.reduce(Y, axis=None)):
                 return X, Y
