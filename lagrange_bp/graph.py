@@ -30,7 +30,7 @@ from .functions import ACTIVATIONS, get_activation, get_loss
 from .spec import (
     MAX_EXACT_WEIGHTS,
     NetworkSpec,
-    check_exact_memory,
+    check_derivation_memory,
     checked_loss,
     checked_weight_decay,
     exact_decay,
@@ -410,7 +410,7 @@ class GraphSpec:
 
     def check_exact_size(self, max_weights: int | None = MAX_EXACT_WEIGHTS) -> None:
         """Raise ``ValueError`` when an exact derivation would be too large (``None``: no limit)."""
-        check_exact_memory(self.describe(), self.n_weights)
+        check_derivation_memory(self.describe(), self.n_weights)
         if max_weights is not None and self.n_weights > max_weights:
             raise ValueError(
                 f"{self.describe()} has {self.n_weights} weights, above the exact-derivation "

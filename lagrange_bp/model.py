@@ -73,13 +73,10 @@ class Compiled:
         """``new_buffers(kernel, batch, last)`` that are the caller's alone until it gives them
         back: an idle set left by an earlier call, or a new one (``list.pop`` is atomic, so two
         threads never take the same set)."""
-        idle = self._idle.get((kernel, batch, last))
-        if idle:
-            try:
-                return idle.pop()
-            except IndexError:  # another thread took the last one
-                pass
-        return self.new_buffers(kernel, batch, last)
+        try:
+            return self._idle[(kernel, batch, last)].pop()
+        except (KeyError, IndexError):  # none idle (or another thread took the last one)
+            return self.new_buffers(kernel, batch, last)
 
     def _give(self, kernel: str, batch: int, last: int, sets: BufferSets) -> None:
         """Keep ``sets`` (from ``_take``) for the next call; the oldest key goes beyond
@@ -97,19 +94,11 @@ class Compiled:
     def _run(self, kernel: str, rows: int, result: Callable[[Any], Any], *args: Any) -> Any:
         """``kernel`` on ``args`` and buffers of this call's own; ``result`` reads its output
         (copies of buffer arrays, a float) before the buffers are given back."""
-        key = (kernel, rows, 0)
-        try:  # _take and _give, inlined: a checked sgd_step on a small batch pays this
-            sets = self._idle[key].pop()
-        except (KeyError, IndexError):
-            sets = self.new_buffers(kernel, rows)
+        sets = self._take(kernel, rows)
         try:
             return result(self.kernels[kernel].fn(*args, sets[rows]))
         finally:
-            idle = self._idle.get(key)
-            if idle is not None and len(idle) < MAX_IDLE:
-                idle.append(sets)
-            else:
-                self._give(kernel, rows, 0, sets)
+            self._give(kernel, rows, 0, sets)
 
     def buffer_shapes(self, kernel: str, batch: int) -> list[tuple[int, ...]]:
         """The shapes of a kernel's preallocated buffers, in the order it unpacks them."""
@@ -177,11 +166,7 @@ class Model(Compiled):
         self.kernels, self._shapes = build_kernels(spec)
         self._idle, self._lock = {}, threading.Lock()
         self._stepped: tuple[Params, list[np.ndarray]] | None = None  # see _same_params
-        # for check_data's fast path: the widths, and a classifier's ones for Y's row sums
-        self._widths = spec.widths
-        self._ones_out = (
-            _ones(spec.widths[-1], self.dtype) if get_loss(spec.loss).classification else None
-        )
+        self._classifies = get_loss(spec.loss).classification  # read by check_data
 
     def __repr__(self) -> str:
         return (
@@ -327,7 +312,7 @@ class Model(Compiled):
         same rows; finite; a classifier's rows of Y summing to 1. ValueError names what is
         wrong. Batches that are already right pass in a few attribute reads and reductions
         (a checked ``sgd_step`` on a batch of 32 pays this on every call)."""
-        widths, dtype = self._widths, self.dtype
+        widths, dtype = self.spec.widths, self.dtype
         if (
             type(X) is np.ndarray
             and type(Y) is np.ndarray
@@ -342,9 +327,8 @@ class Model(Compiled):
             and 0 < X.shape[0] == Y.shape[0]
             and math.isfinite(np.add.reduce(X, axis=None))
         ):
-            if self._ones_out is not None:  # a classifier: Y's row sums, as _off_one
-                rows = Y @ self._ones_out  # NaN or inf in Y shows in them and fails here
-                if 1.0 - 1e-6 <= np.minimum.reduce(rows) and np.maximum.reduce(rows) <= 1.0 + 1e-6:
+            if self._classifies:
+                if _rows_sum_to_one(Y):  # also finite: NaN or inf shows in the row sums
                     return X, Y
             elif math.isfinite(np.add.reduce(Y, axis=None)):
                 return X, Y
@@ -359,7 +343,7 @@ class Model(Compiled):
             raise ValueError(
                 f"X and Y must have the same number of rows (samples), got {len(X)} and {len(Y)}"
             )
-        if loss.classification and not _off_one(Y) <= 1e-6:
+        if loss.classification and not _rows_sum_to_one(Y):
             if not _finite(Y):
                 raise ValueError("Y contains NaN or inf")
             raise ValueError(
@@ -428,11 +412,11 @@ def _ones(n: int, dtype: np.dtype) -> np.ndarray:
     return ones
 
 
-def _off_one(Y: np.ndarray) -> float:
-    """max_i |Σ_j Y_ij − 1|: how far the rows of Y are from summing to 1 (NaN if Y holds a
-    NaN). The row sums as one BLAS product: NumPy's sum along rows loops row by row."""
+def _rows_sum_to_one(Y: np.ndarray) -> bool:
+    """Every row of Y sums to 1 within 1e-6 (False if Y holds NaN or inf, which shows in the
+    sums). The row sums as one BLAS product: NumPy's sum along rows loops row by row."""
     rows = Y @ _ones(Y.shape[1], Y.dtype)
-    return max(float(np.maximum.reduce(rows)) - 1.0, 1.0 - float(np.minimum.reduce(rows)))
+    return bool(1.0 - 1e-6 <= np.minimum.reduce(rows) and np.maximum.reduce(rows) <= 1.0 + 1e-6)
 
 
 def check_memory(spec: NetworkSpec, batch: int, itemsize: int = 8) -> None:

@@ -91,7 +91,7 @@ class NetworkSpec:
         ``max_weights=None`` lifts the limit.
         """
         name = f"network {'-'.join(map(str, self.widths))}"
-        check_exact_memory(name, self.n_weights)
+        check_derivation_memory(name, self.n_weights)
         if max_weights is not None and self.n_weights > max_weights:
             raise ValueError(
                 f"{name} has {self.n_weights} weights, above "
@@ -103,7 +103,7 @@ class NetworkSpec:
             )
 
 
-def check_exact_memory(name: str, n_weights: int) -> None:
+def check_derivation_memory(name: str, n_weights: int) -> None:
     """Refuse, with the numbers, an exact derivation that cannot fit in this machine's memory
     (whatever ``max_weights`` says: lifting the limit must not end in an exhausted machine)."""
     need, have = n_weights * EXACT_BYTES_PER_WEIGHT, available_memory()
