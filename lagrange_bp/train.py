@@ -145,8 +145,8 @@ def train(
         for epoch in range(first, first + epochs):
             order = rng.permutation(n) if shuffle else None
             total = _epoch(own, theta, batches, order, step, opt, epoch, on_batch)
-            last = first + epochs - 1
-            metrics = _metrics(model, own, X, Y, total, epoch, last, eval_every, validation)
+            final = first + epochs - 1
+            metrics = _metrics(model, own, X, Y, total, epoch, final, eval_every, validation)
             metrics["seconds"] = time.perf_counter() - t0
             for key in history:
                 history[key].append(metrics[key])
