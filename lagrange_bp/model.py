@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 Params = list[tuple[np.ndarray, np.ndarray]]
 DTYPES = ("float64", "float32")
-MAX_BUFFER_SETS = 16  # idle buffers kept for this many (kernel, batch size, last batch) keys
+MAX_BUFFER_SETS = 16  # idle buffers kept for this many keys (kernel, batch size, last batch)
 MAX_IDLE = 4  # idle buffer sets kept per key: one per thread that used the model at once
 BufferSets = dict[int, tuple[np.ndarray, ...]]  # a kernel's buffers by batch size (new_buffers)
 
@@ -36,12 +36,13 @@ class Compiled:
     ``kernels`` by name, ``_shapes`` of every buffer (ints and "B"), ``dtype``.
 
     A kernel writes into its buffers, so a call needs a set of its own while it runs: it takes
-    one from the model's idle sets (warm in cache from an earlier call) or a new one, and gives
-    it back when done (``_take``, ``_give``). Threads that share a model never share a set."""
+    one from the model's idle sets (warm in cache from an earlier call) or makes a new one, and
+    gives it back when done (``_take``, ``_give``); ``lbp.train`` keeps its gather buffers
+    there too. Threads that share a model never share a set."""
 
     kernels: dict[str, Kernel]
     _shapes: dict[str, tuple[int | str, ...]]
-    _idle: dict[tuple[str, int, int], list[BufferSets]]
+    _idle: dict[tuple[Any, ...], list[Any]]
     _lock: threading.Lock
     _stepped: Any  # the params list the last checked sgd_step updated (``_same_params``)
     dtype: np.dtype
@@ -69,19 +70,20 @@ class Compiled:
         memo[id(self)] = new
         return new
 
-    def _take(self, kernel: str, batch: int, last: int = 0) -> BufferSets:
-        """``new_buffers(kernel, batch, last)`` that are the caller's alone until it gives them
-        back: an idle set left by an earlier call, or a new one (``list.pop`` is atomic, so two
-        threads never take the same set)."""
+    def _take(self, key: tuple[Any, ...]) -> Any:
+        """Buffers an earlier call left idle under ``key`` (by ``_give``), now the caller's
+        alone until it gives them back, or None: the caller makes new ones. ``list.pop`` is
+        atomic, so two threads never take the same set. A kernel's key is (kernel, batch,
+        last) and its buffers ``new_buffers(kernel, batch, last)``."""
         try:
-            return self._idle[(kernel, batch, last)].pop()
+            return self._idle[key].pop()
         except (KeyError, IndexError):  # none idle (or another thread took the last one)
-            return self.new_buffers(kernel, batch, last)
+            return None
 
-    def _give(self, kernel: str, batch: int, last: int, sets: BufferSets) -> None:
-        """Keep ``sets`` (from ``_take``) for the next call; the oldest key goes beyond
-        ``MAX_BUFFER_SETS`` keys, and a set beyond ``MAX_IDLE`` idle ones is dropped."""
-        key = (kernel, batch, last)
+    def _give(self, key: tuple[Any, ...], buffers: Any) -> None:
+        """Keep ``buffers`` (taken or made under ``key``) for the next call; the oldest key
+        goes beyond ``MAX_BUFFER_SETS`` keys, and a set beyond ``MAX_IDLE`` idle ones is
+        dropped."""
         idle = self._idle.get(key)
         if idle is None:
             with self._lock:
@@ -89,16 +91,17 @@ class Compiled:
                     self._idle.pop(next(iter(self._idle)))
                 idle = self._idle.setdefault(key, [])
         if len(idle) < MAX_IDLE:
-            idle.append(sets)
+            idle.append(buffers)
 
     def _run(self, kernel: str, rows: int, result: Callable[[Any], Any], *args: Any) -> Any:
         """``kernel`` on ``args`` and buffers of this call's own; ``result`` reads its output
         (copies of buffer arrays, a float) before the buffers are given back."""
-        sets = self._take(kernel, rows)
+        key = (kernel, rows, 0)
+        sets = self._take(key) or self.new_buffers(kernel, rows)
         try:
             return result(self.kernels[kernel].fn(*args, sets[rows]))
         finally:
-            self._give(kernel, rows, 0, sets)
+            self._give(key, sets)
 
     def buffer_shapes(self, kernel: str, batch: int) -> list[tuple[int, ...]]:
         """The shapes of a kernel's preallocated buffers, in the order it unpacks them."""

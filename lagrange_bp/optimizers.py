@@ -42,7 +42,7 @@ def pack(
     zeros without), and views of it shaped like them, in order: a step on the flat array
     updates every view. ``dtype`` defaults to the arrays' common type."""
     dtype = np.result_type(*arrays) if dtype is None else np.dtype(dtype)
-    flat = np.zeros(sum(a.size for a in arrays), dtype)
+    flat = (np.empty if copy else np.zeros)(sum(a.size for a in arrays), dtype)
     views, start = [], 0
     for a in arrays:
         view = flat[start : start + a.size].reshape(a.shape)

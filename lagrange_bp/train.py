@@ -133,10 +133,14 @@ def train(
     opt, first, rng = _start(opt, seed, params is not None, resume)
     n = len(X)
     batch, last = min(batch_size, n), n % batch_size if batch_size < n else 0
-    # the sgd kernel's buffers, this call's own; given back to the model when training ends
-    lent = model._take("sgd_step", batch, last) if opt.name == "sgd" else None
+    # the sgd kernel's buffers and the gather buffers, this call's own: idle ones from an
+    # earlier call (warm), or new ones; given back to the model when training ends
+    kernel_key, gather_key = ("sgd_step", batch, last), ("gather", batch, X.shape[1:], Y.shape[1:])
+    lent = None
+    if opt.name == "sgd":
+        lent = model._take(kernel_key) or model.new_buffers(*kernel_key)
     step = _stepper(model, own, theta, opt, batch, last, lent)
-    batches = Batches(X, Y, batch)
+    batches = Batches(X, Y, batch, model._take(gather_key))
     history = _history(model, eval_every, validation)
     best: tuple[float, int, Any] | None = None
     t0, epoch = time.perf_counter(), first - 1
@@ -157,8 +161,9 @@ def train(
                     best = (metrics["val_loss"], epoch, _copy(own))
                 elif epoch - best[1] >= patience:
                     break
-    if lent is not None:
-        model._give("sgd_step", batch, last, lent)  # warm for the next call (not after errors)
+    if lent is not None:  # warm for the next call (not after errors)
+        model._give(kernel_key, lent)
+    model._give(gather_key, batches.buffers)
     state = {"epoch": epoch, "rng": rng.bit_generator.state, "optimizer": opt.state()}
     if len(_IDLE_BITS) < 8:
         _IDLE_BITS.append(rng.bit_generator)  # read; free for the next call's generator
@@ -351,11 +356,22 @@ class Batches:
     batch is a view of the buffers: valid until the next one.
     """
 
-    def __init__(self, X: np.ndarray, Y: np.ndarray, batch: int) -> None:
+    def __init__(
+        self,
+        X: np.ndarray,
+        Y: np.ndarray,
+        batch: int,
+        buffers: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """``buffers``: the gather buffers of an earlier ``Batches`` of the same batch size and
+        row shapes (``self.buffers``), to use again; by default new ones."""
         self.X, self.Y, self.batch = X, Y, batch
         rows = batch * max(1, GATHER_ROWS // batch)
-        self.xs = np.empty((rows, *X.shape[1:]), X.dtype)
-        self.ys = np.empty((rows, *Y.shape[1:]), Y.dtype)
+        self.buffers = buffers or (
+            np.empty((rows, *X.shape[1:]), X.dtype),
+            np.empty((rows, *Y.shape[1:]), Y.dtype),
+        )
+        self.xs, self.ys = self.buffers
 
     def __len__(self) -> int:
         return -(-len(self.X) // self.batch)
