@@ -367,11 +367,10 @@ class Batches:
         row shapes (``self.buffers``), to use again; by default new ones."""
         self.X, self.Y, self.batch = X, Y, batch
         rows = batch * max(1, GATHER_ROWS // batch)
-        self.buffers = buffers or (
+        self.buffers: tuple[np.ndarray, np.ndarray] = buffers or (
             np.empty((rows, *X.shape[1:]), X.dtype),
             np.empty((rows, *Y.shape[1:]), Y.dtype),
         )
-        self.xs, self.ys = self.buffers
 
     def __len__(self) -> int:
         return -(-len(self.X) // self.batch)
@@ -382,11 +381,12 @@ class Batches:
             for start in range(0, n, batch):
                 yield X[start : start + batch], Y[start : start + batch]
             return
-        chunk = len(self.xs)
+        xs_all, ys_all = self.buffers
+        chunk = len(xs_all)
         for start in range(0, n, chunk):
             rows = order[start : start + chunk]  # mode "clip" (a permutation) is unbuffered
-            xs = X.take(rows, 0, self.xs[: len(rows)], "clip")
-            ys = Y.take(rows, 0, self.ys[: len(rows)], "clip")
+            xs = X.take(rows, 0, xs_all[: len(rows)], "clip")
+            ys = Y.take(rows, 0, ys_all[: len(rows)], "clip")
             for first in range(0, len(rows), batch):
                 yield xs[first : first + batch], ys[first : first + batch]
 

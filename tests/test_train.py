@@ -107,7 +107,7 @@ def test_batches_are_the_rows_in_order_cut_into_mini_batches() -> None:
         sizes = []
         for i, (Xb, Yb) in enumerate(batches(order)):  # each valid until the next is made
             rows = order[i * batch : (i + 1) * batch]
-            assert Xb.flags.c_contiguous and np.shares_memory(Xb, batches.xs)
+            assert Xb.flags.c_contiguous and np.shares_memory(Xb, batches.buffers[0])
             np.testing.assert_array_equal(Xb, X[rows])
             np.testing.assert_array_equal(Yb, Y[rows])
             sizes.append(len(Xb))
@@ -188,14 +188,14 @@ def test_batches_gather_a_few_small_batches_at_a_time() -> None:
     Y = np.arange(300 * 2, dtype=float).reshape(300, 2)
     order = np.random.default_rng(0).permutation(300)
     small = Batches(X, Y, 32)
-    assert len(small) == 10 and len(small.xs) == 32 * (GATHER_ROWS // 32)
+    assert len(small) == 10 and len(small.buffers[0]) == 32 * (GATHER_ROWS // 32)
     got = [(x.copy(), y.copy()) for x, y in small(order)]
     assert [len(x) for x, _ in got] == [32] * 9 + [300 - 9 * 32]
     for i, (x, y) in enumerate(got):
         rows = order[32 * i : 32 * (i + 1)]
         np.testing.assert_array_equal(x, X[rows])
         np.testing.assert_array_equal(y, Y[rows])
-    assert len(Batches(X, Y, 200).xs) == 200  # large batches: one take each
+    assert len(Batches(X, Y, 200).buffers[0]) == 200  # large batches: one take each
     plain = list(small(None))
     assert all(np.shares_memory(x, X) for x, _ in plain) and len(plain[-1][0]) == 12
 
