@@ -156,17 +156,20 @@ class GraphModel(Compiled):
     def check_inputs(self, X: np.ndarray) -> np.ndarray:
         return self._array(X, "X", (None, sum(self.spec.input_widths)))
 
-    def check_data(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def check_data(
+        self, X: np.ndarray, Y: np.ndarray, values: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """X (B, Σ input widths), Y (B, Σ output widths), checked; for cross-entropy each
-        output's block of Y must have rows summing to 1."""
-        X = self.check_inputs(X)
-        Y = self._array(Y, "Y", (None, sum(self.spec.output_widths)))
+        output's block of Y must have rows summing to 1. ``values=False``: the layout only
+        (``Model.check_data``)."""
+        X = self._array(X, "X", (None, sum(self.spec.input_widths)), finite=values)
+        Y = self._array(Y, "Y", (None, sum(self.spec.output_widths)), finite=values)
         if len(X) != len(Y):
             raise ValueError(
                 f"X and Y must have the same number of rows (samples), got {len(X)} and {len(Y)}"
             )
         loss = get_loss(self.spec.loss)
-        if loss.classification:
+        if values and loss.classification:
             for o, y in zip(self.spec.outputs, self.split_targets(Y)):
                 if float(np.abs(y.sum(axis=1) - 1.0).max()) > 1e-6:
                     raise ValueError(
@@ -188,9 +191,11 @@ class GraphModel(Compiled):
         """Y's columns as one view per output node, in order."""
         return _columns(Y, self.spec.output_widths)
 
-    def _array(self, a: object, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    def _array(
+        self, a: object, name: str, shape: tuple[int | None, ...], finite: bool = True
+    ) -> np.ndarray:
         # Model's check reads only self.dtype: the same check, the same messages
-        return Model._array(cast(Model, self), a, name, shape)
+        return Model._array(cast(Model, self), a, name, shape, finite)
 
 
 def _columns(A: np.ndarray, widths: tuple[int, ...]) -> tuple[np.ndarray, ...]:

@@ -310,11 +310,14 @@ class Model(Compiled):
     def check_inputs(self, X: np.ndarray) -> np.ndarray:
         return self._array(X, "X", (None, self.spec.widths[0]))
 
-    def check_data(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def check_data(
+        self, X: np.ndarray, Y: np.ndarray, values: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(X, Y) as C-contiguous arrays of the model's dtype with n_0 and n_N columns and the
         same rows; finite; a classifier's rows of Y summing to 1. ValueError names what is
         wrong. Batches that are already right pass in a few attribute reads and reductions
-        (a checked ``sgd_step`` on a batch of 32 pays this on every call)."""
+        (a checked ``sgd_step`` on a batch of 32 pays this on every call). ``values=False``:
+        the layout only, for a caller that checks the values as it reads them (``train``)."""
         widths, dtype = self.spec.widths, self.dtype
         if (
             type(X) is np.ndarray
@@ -328,25 +331,30 @@ class Model(Compiled):
             and X.shape[1] == widths[0]
             and Y.shape[1] == widths[-1]
             and 0 < X.shape[0] == Y.shape[0]
-            and math.isfinite(np.add.reduce(X, axis=None))
         ):
-            if self._classifies:
-                if _rows_sum_to_one(Y):  # also finite: NaN or inf shows in the row sums
-                    return X, Y
-            elif math.isfinite(np.add.reduce(Y, axis=None)):
+            if not values:
                 return X, Y
-        return self._check_data(X, Y)  # the checks one by one, naming what is wrong
+            if math.isfinite(np.add.reduce(X, axis=None)):
+                if self._classifies:
+                    if _rows_sum_to_one(Y):  # also finite: NaN or inf shows in the row sums
+                        return X, Y
+                elif math.isfinite(np.add.reduce(Y, axis=None)):
+                    return X, Y
+        return self._check_data(X, Y, values)  # the checks one by one, naming what is wrong
 
-    def _check_data(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        X = self.check_inputs(X)
+    def _check_data(
+        self, X: np.ndarray, Y: np.ndarray, values: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        X = self._array(X, "X", (None, self.spec.widths[0]), finite=values)
         loss = get_loss(self.spec.loss)
         # a classifier's Y: finite rows summing to 1, both seen in the row sums
-        Y = self._array(Y, "Y", (None, self.spec.widths[-1]), finite=not loss.classification)
+        finite = values and not loss.classification
+        Y = self._array(Y, "Y", (None, self.spec.widths[-1]), finite=finite)
         if len(X) != len(Y):
             raise ValueError(
                 f"X and Y must have the same number of rows (samples), got {len(X)} and {len(Y)}"
             )
-        if loss.classification and not _rows_sum_to_one(Y):
+        if values and loss.classification and not _rows_sum_to_one(Y):
             if not _finite(Y):
                 raise ValueError("Y contains NaN or inf")
             raise ValueError(

@@ -114,7 +114,10 @@ def train(
     ``on_batch(epoch, batch, params)`` after every step (read ``params``, do not keep them).
     Raises ``TrainingDiverged`` naming the epoch and batch if the loss or the parameters become
     NaN/inf: a step that makes the parameters NaN shows in the next batch's J (and at the end
-    of the epoch), so ``on_batch`` may see them once before the error.
+    of the epoch), so ``on_batch`` may see them once before the error. The values of X and Y
+    (finite; a classifier's rows of Y summing to 1) are checked as the first epoch reads them,
+    which spares a pass over all the data: ValueError names what is wrong before any step
+    uses the rows, though ``on_batch`` may have seen steps on earlier ones.
     """
     if not isinstance(model, Model):
         from .graph_model import GraphModel
@@ -124,7 +127,7 @@ def train(
                 f"model must be a lagrange_bp.Model (from lbp.compile), got {type(model).__name__}"
             )
     _check_args(epochs, batch_size, lr, eval_every, patience, validation)
-    X, Y = model.check_data(X, Y)
+    X, Y = model.check_data(X, Y, values=False)  # the values as the first epoch reads them
     if validation is not None:
         validation = model.check_data(*validation)
     _check_memory(model, batch_size)
@@ -140,7 +143,7 @@ def train(
     if opt.name == "sgd":
         lent = model._take(kernel_key) or model.new_buffers(*kernel_key)
     step = _stepper(model, own, theta, opt, batch, last, lent)
-    batches = Batches(X, Y, batch, model._take(gather_key))
+    batches = Batches(X, Y, batch, model._take(gather_key), model.check_data)
     history = _history(model, eval_every, validation)
     best: tuple[float, int, Any] | None = None
     t0, epoch = time.perf_counter(), first - 1
@@ -362,10 +365,14 @@ class Batches:
         Y: np.ndarray,
         batch: int,
         buffers: tuple[np.ndarray, np.ndarray] | None = None,
+        check: Callable[[np.ndarray, np.ndarray], object] | None = None,
     ) -> None:
         """``buffers``: the gather buffers of an earlier ``Batches`` of the same batch size and
-        row shapes (``self.buffers``), to use again; by default new ones."""
-        self.X, self.Y, self.batch = X, Y, batch
+        row shapes (``self.buffers``), to use again; by default new ones. ``check(X_r, Y_r)``
+        is called in the first epoch on the rows as they are read (each gathered chunk, or
+        each batch in order), before they are yielded: in cache, instead of a pass over all
+        of X and Y up front."""
+        self.X, self.Y, self.batch, self.check = X, Y, batch, check
         rows = batch * max(1, GATHER_ROWS // batch)
         self.buffers: tuple[np.ndarray, np.ndarray] = buffers or (
             np.empty((rows, *X.shape[1:]), X.dtype),
@@ -377,9 +384,13 @@ class Batches:
 
     def __call__(self, order: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         X, Y, batch, n = self.X, self.Y, self.batch, len(self.X)
+        check, self.check = self.check, None  # the first epoch only
         if order is None:
             for start in range(0, n, batch):
-                yield X[start : start + batch], Y[start : start + batch]
+                Xb, Yb = X[start : start + batch], Y[start : start + batch]
+                if check is not None:
+                    check(Xb, Yb)
+                yield Xb, Yb
             return
         xs_all, ys_all = self.buffers
         chunk = len(xs_all)
@@ -387,6 +398,8 @@ class Batches:
             rows = order[start : start + chunk]  # mode "clip" (a permutation) is unbuffered
             xs = X.take(rows, 0, xs_all[: len(rows)], "clip")
             ys = Y.take(rows, 0, ys_all[: len(rows)], "clip")
+            if check is not None:
+                check(xs, ys)
             for first in range(0, len(rows), batch):
                 yield xs[first : first + batch], ys[first : first + batch]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -143,6 +145,52 @@ def test_bad_training_arguments(moons: object, kwargs: dict, message: str) -> No
     model = lbp.compile(SPEC)
     with pytest.raises(ValueError, match=message):
         lbp.train(model, moons.X_train, moons.Y_train, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["chain", "graph"])
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("X", "X contains NaN or inf"),
+        ("Y", "Y contains NaN or inf|must sum to 1"),
+        ("Y sum", "must sum to 1"),
+    ],
+)
+def test_bad_values_in_the_last_rows_are_refused_before_a_step_reads_them(
+    kind: str, shuffle: bool, where: str, message: str
+) -> None:
+    """train checks X's and Y's values as the first epoch reads them (no pass over all the
+    data up front): a bad value in the last rows, read in a later gather, still raises
+    ValueError naming it, and the caller's parameters are untouched."""
+    model = lbp.compile(SPEC if kind == "chain" else lbp.chain_graph(SPEC))
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((600, 2)), np.eye(2)[rng.integers(0, 2, 600)]
+    if where == "X":
+        X[-1, 1] = np.inf
+    elif where == "Y":
+        Y[-1, 0] = np.nan
+    else:
+        Y[-1] = (0.5, 0.6)
+    params = model.init_params(seed=0)
+    before = copy.deepcopy(params)
+    steps: list[int] = []
+    with pytest.raises(ValueError, match=message):
+        lbp.train(
+            model, X, Y, epochs=2, batch_size=32, params=params, shuffle=shuffle,
+            on_batch=lambda epoch, batch, p: steps.append(batch),
+        )  # fmt: skip
+    # in order, the 18 batches before the last were stepped on; shuffled, those read before
+    # the gather that holds the bad row (none when it is in the first)
+    assert steps == list(range(1, 19)) if not shuffle else max(steps, default=0) < 19
+    for a, b in zip(_arrays(params), _arrays(before), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _arrays(params: object) -> list[np.ndarray]:
+    if isinstance(params, dict):
+        return list(params.values())
+    return [a for pair in params for a in pair]  # type: ignore[attr-defined]
 
 
 def test_train_rejects_a_non_model(moons: object) -> None:
