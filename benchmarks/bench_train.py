@@ -5,6 +5,8 @@ Run ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 benchmarks/bench_trai
 initial (W, b), the same pre-sliced contiguous batches (the last partial batch is dropped) and
 the same BLAS thread count; after one epoch their weights must agree. Then, per round, each
 trainer's epoch is timed back to back, alternating which goes first; figures are medians.
+What users call (the checked ``sgd_step``, ``lbp.train``) is timed in groups of calls, each
+starting cold after 0.2 s of other work, with one untimed call (``run_user_case``).
 ``compile`` and ``verify_general`` are timed in fresh subprocesses, so their caches are cold.
 """
 
@@ -227,8 +229,9 @@ def run_user_case(
         notes.append(
             f"{name}: `lbp.train(epochs={TRAIN_EPOCHS})` takes {med['train_long'] * 1e3:.2f} ms "
             f"per epoch, {med['train_long'] / med['hand']:.3f}× the hand-written epoch: "
-            f"`epochs=1` also pays the call's setup (checks of X, Y and the parameters, their "
-            f"copy, the shuffling generator), {(med['train'] - med['train_long']) * 1e3:.2f} ms."
+            f"`epochs=1` also pays the call's setup (the checks of the arguments and the "
+            f"parameters, their copy, the shuffling generator), "
+            f"{(med['train'] - med['train_long']) * 1e3:.2f} ms."
         )
 
 
@@ -326,14 +329,18 @@ def main(argv: list[str] | None = None) -> None:
             emit("|---|---|---|---|---|---|---|---|")
             train_notes: list[str] = []
             for case in CASES:
-                run_user_case(emit, case, rounds, 20 if case[5] is None else 1, train_notes)
+                run_user_case(emit, case, rounds, 20 if case[5] is None else 2, train_notes)
             emit("")
             for note in train_notes:
                 emit(note)
                 emit("")
             emit(
                 "`lbp.train` shuffles the rows (its default) and records the epoch's mean batch "
-                "loss; the hand-written epoch neither shuffles nor computes a loss."
+                "loss; the hand-written epoch neither shuffles nor computes a loss. All three "
+                "read the same X and Y (the batches are views of them). Each group of calls "
+                f"starts cold, after {FLUSH_SECONDS:g} s spent reading other memory, with one "
+                "untimed call, then 20 timed epochs (digits; the 10-epoch call twice) or 2 "
+                "(wide); the order of the groups is rotated each round (see NOTES.md)."
             )
             emit("")
             emit("## GEMM share (1024³ matmul peak, same dtype and threads)")
