@@ -129,7 +129,7 @@ class Compiled:
             a = given.get(name)
             if a is not None and (a.shape != shape or a.dtype != self.dtype):
                 raise ValueError(f"buffer {name} must be a {self.dtype} array of shape {shape}")
-            full.append(np.empty(shape, self.dtype) if a is None else a)
+            full.append(empty_aligned(shape, self.dtype) if a is None else a)
         out = {batch: tuple(full)}
         if 0 < last < batch:
             shapes = self.buffer_shapes(kernel, last)
@@ -138,6 +138,20 @@ class Compiled:
                 for name, a, shape in zip(names, full, shapes)
             )
         return out
+
+
+CACHE_LINE = 64  # bytes
+
+
+def empty_aligned(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``np.empty(shape, dtype)`` whose data start on a cache line (NumPy promises 16 bytes).
+    A kernel's buffers are made so: on digits 64-128-10, B 32 (AVX-512 loops), an epoch on
+    buffers that started mid-line ran up to 10% slower, by chance of where they fell."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + CACHE_LINE, np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 def _first_rows(
@@ -153,7 +167,7 @@ def _first_rows(
         return a[:rows]
     if symbolic.count("B") == 1 and symbolic[-1] == "B":
         return a[..., :rows]
-    return np.empty(shape, a.dtype)
+    return empty_aligned(shape, a.dtype)
 
 
 class Model(Compiled):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .functions import get_loss
-from .model import BufferSets, Model, Params, _finite, check_memory
+from .model import BufferSets, Model, Params, _finite, check_memory, empty_aligned
 from .optimizers import Optimizer, pack_params
 
 if TYPE_CHECKING:
@@ -375,8 +375,8 @@ class Batches:
         self.X, self.Y, self.batch, self.check = X, Y, batch, check
         rows = batch * max(1, GATHER_ROWS // batch)
         self.buffers: tuple[np.ndarray, np.ndarray] = buffers or (
-            np.empty((rows, *X.shape[1:]), X.dtype),
-            np.empty((rows, *Y.shape[1:]), Y.dtype),
+            empty_aligned((rows, *X.shape[1:]), X.dtype),
+            empty_aligned((rows, *Y.shape[1:]), Y.dtype),
         )
 
     def __len__(self) -> int:

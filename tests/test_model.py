@@ -440,6 +440,21 @@ def test_train_gives_back_the_buffers_it_took_for_the_next_call(kind: str) -> No
     assert set(model._idle) == {("sgd_step", 32, 5), ("sgd_step", 32, 1), gather}
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_kernel_and_gather_buffers_start_on_a_cache_line(dtype: str) -> None:
+    """Buffers start on a 64-byte boundary (NumPy only promises 16), so that the kernels'
+    speed does not depend on where the allocator put them; the last batch's views too."""
+    from lagrange_bp.train import Batches
+
+    model = lbp.compile(lbp.NetworkSpec((64, 128, 10), ("tanh", "softmax"), "cross_entropy"), dtype)
+    for _ in range(20):  # allocations of every size class, wherever they fall
+        sets = model.new_buffers("sgd_step", 32, 5)
+        for rows in (32, 5):  # the last batch's: views of the first rows (or columns)
+            assert all(a.ctypes.data % 64 == 0 and a.dtype == dtype for a in sets[rows])
+        X, Y = np.zeros((100, 64), dtype), np.zeros((100, 10), dtype)
+        assert all(a.ctypes.data % 64 == 0 for a in Batches(X, Y, 32).buffers)
+
+
 @pytest.mark.parametrize("kind", ["chain", "graph"])
 def test_a_deep_copy_of_a_model_has_buffers_of_its_own(kind: str) -> None:
     spec = lbp.NetworkSpec((3, 4, 2), ("tanh", "softmax"), "cross_entropy")
