@@ -119,7 +119,6 @@ def check_derivation_memory(name: str, n_weights: int) -> None:
 
 
 @functools.cache
-@functools.cache
 def available_memory() -> int:
     """Bytes of physical memory (os.sysconf), or 64 GiB where the system does not say; read
     once per process (a training call checks it)."""
